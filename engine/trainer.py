@@ -1,0 +1,455 @@
+"""The training loop. It runs in whatever thread calls `Trainer.run` and talks to the world
+only through events (to sinks) and commands (from a Control).
+
+Per step it does the model's work plus a list append and a clock read: the step's loss stays
+on the device and is fetched with all the others every `log_every_s` (one host sync).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import queue
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import torch
+
+from engine import events as ev
+from engine.checkpoint import rng_state, save_checkpoint
+from engine.diagnose import nothing_learned_message
+from engine.exprs import evaluate
+from engine.session import PreparedRun
+from engine.stats import param_stats, snapshot
+
+Sink = Callable[[ev.Event], None]
+
+
+class Control:
+    """Commands for a running loop, safe to send from any thread."""
+
+    def __init__(self) -> None:
+        self._queue: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
+        self.pending = False
+
+    def send(self, command: str, value: Any = None) -> None:
+        self._queue.put((command, value))
+        self.pending = True
+
+    def pause(self) -> None:
+        self.send("pause")
+
+    def resume(self) -> None:
+        self.send("resume")
+
+    def stop(self) -> None:
+        self.send("stop")
+
+    def set_lr(self, lr: float) -> None:
+        self.send("set_lr", float(lr))
+
+    def drain(self) -> list[tuple[str, Any]]:
+        self.pending = False
+        items = []
+        while True:
+            try:
+                items.append(self._queue.get_nowait())
+            except queue.Empty:
+                return items
+
+    def wait(self, timeout: float) -> tuple[str, Any] | None:
+        try:
+            return self._queue.get(timeout=timeout)
+        except queue.Empty:
+            return None
+
+
+class _Stop(Exception):
+    pass
+
+
+class Trainer:
+    def __init__(
+        self, prep: PreparedRun, sinks: Iterable[Sink] = (), control: Control | None = None
+    ) -> None:
+        self.p = prep
+        self.sinks = list(sinks)
+        self.control = control or Control()
+        cfg = prep.config
+        train = cfg["train"]
+        self.steps_per_epoch = prep.data.steps_per_epoch
+        if train["steps"]:
+            self.total_steps = train["steps"]
+            self.total_epochs = math.ceil(self.total_steps / self.steps_per_epoch)
+        else:
+            self.total_epochs = train["epochs"]
+            self.total_steps = self.total_epochs * self.steps_per_epoch
+        self.log_every = train["log_every_s"]
+        self.stats_every = train["stats_every_s"]
+        self.ckpt_every = train["checkpoint_every_s"]
+        self.eval_cfg = cfg.get("eval")
+        self.step = 0
+        self.epoch = 0  # completed epochs
+        self.batch = 0  # completed batches in the current epoch
+        self.epoch_loss_sum = 0.0
+        self.epoch_loss_count = 0
+        self.last_epoch_loss: float | None = None
+        self.final_loss: float | None = None
+        self.best: float | None = None
+        self.best_val_loss: float | None = None
+        self.last_metrics: dict[str, float] = {}
+        self.changes: list[dict[str, Any]] = []
+        self._losses: list[torch.Tensor] = []
+        self._ended: list[tuple[int, int]] = []  # (epoch, last step) not yet flushed
+        self._flushed_step = 0
+        self._stats_due = True
+        self._active_s = 0.0
+        self._segment_start = 0.0
+        self._segment_step = 0
+        self._last_ckpt_t = 0.0
+        self._initial: list[torch.Tensor] | None = None
+
+    # --- events ---------------------------------------------------------------------------
+    def emit(self, event: ev.Event) -> None:
+        self.p.run.append_event(event)
+        for sink in self.sinks:
+            sink(event)
+
+    def lr(self) -> float:
+        return float(self.p.optimizer.param_groups[0]["lr"])
+
+    # --- the loop -------------------------------------------------------------------------
+    def run(self) -> ev.Event:
+        """Train to the end (or until stopped); returns the Finished or Failed event."""
+        try:
+            return self._run()
+        except Exception as err:  # any failure inside training ends the run as failed
+            reason = f"{type(err).__name__}: {err}".strip().splitlines()[0]
+            try:
+                self._flush_losses()
+            except Exception:  # the device may be unusable after the failure
+                self._losses.clear()
+            event = ev.Failed(step=self.step, reason=reason)
+            summary = self.summary()
+            summary["reason"] = reason
+            self.p.run.update("failed", summary=summary)
+            self.emit(event)
+            return event
+        finally:
+            self.p.run.flush_events()
+            self.p.run.close()
+
+    def _run(self) -> ev.Event:
+        p = self.p
+        model, opt, loss_fn, data = p.model, p.optimizer, p.loss_fn, p.data
+        self.emit(self._started_event())
+        if sum(t.numel() for t in model.parameters()) <= 10_000_000:
+            self._initial = snapshot(model)
+        model.train()
+        now = time.perf_counter()
+        self._segment_start, self._segment_step = now, self.step
+        self._last_ckpt_t = now
+        next_tick = now + self.log_every
+        control = self.control
+        status = "finished"
+        try:
+            while self.epoch < self.total_epochs and self.step < self.total_steps:
+                for x, y in data.batches(self.epoch, self.batch):
+                    if control.pending:
+                        self._handle_commands()
+                    before = snapshot(model) if self._stats_due else None
+                    out = model(x)
+                    loss = loss_fn(out, y)
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    opt.step()
+                    self._losses.append(loss.detach())
+                    self.step += 1
+                    self.batch += 1
+                    if before is not None:
+                        self._emit_stats(before)
+                    now = time.perf_counter()
+                    if now >= next_tick:
+                        self._tick(now)
+                        next_tick = now + self.log_every
+                    if self.step >= self.total_steps:
+                        break
+                if self.batch >= self.steps_per_epoch or self.step >= self.total_steps:
+                    self._end_epoch()
+        except _Stop:
+            status = "stopped"
+        self._flush_losses()
+        return self._finish(status)
+
+    def _tick(self, now: float) -> None:
+        self._flush_losses()
+        self.p.run.flush_events()
+        if now - self._last_stats_t >= self.stats_every:
+            self._stats_due = True
+        if self.ckpt_every and now - self._last_ckpt_t >= self.ckpt_every:
+            self.save("last")
+
+    _last_stats_t = 0.0
+
+    def _flush_losses(self) -> None:
+        """Fetch the pending step losses (one host sync) and emit them, then the epochs that
+        ended among them (their mean loss is only known now)."""
+        if not self._losses:
+            return
+        values = torch.stack(self._losses).tolist()  # the host sync, once per interval
+        self._losses.clear()
+        first = self._flushed_step + 1
+        self._flushed_step += len(values)
+        self.final_loss = values[-1]
+        now = time.perf_counter()
+        elapsed = self._active_s + (now - self._segment_start)
+        steps_per_s = (self.step - self._segment_step) / max(now - self._segment_start, 1e-9)
+        self.emit(
+            ev.StepMetrics(
+                first_step=first,
+                epoch=min(self.epoch + 1, self.total_epochs),
+                losses=tuple(values),
+                lr=self.lr(),
+                elapsed_s=elapsed,
+                samples_per_s=steps_per_s * self.p.data.batch_size,
+                steps_per_s=steps_per_s,
+            )
+        )
+        pos = 0
+        for epoch, end_step in self._ended:
+            upto = end_step - first + 1
+            self.epoch_loss_sum += sum(values[pos:upto])
+            self.epoch_loss_count += upto - pos
+            pos = upto
+            self._close_epoch(epoch, end_step, None, {})
+        self._ended.clear()
+        self.epoch_loss_sum += sum(values[pos:])
+        self.epoch_loss_count += len(values) - pos
+
+    def _close_epoch(
+        self, epoch: int, step: int, val_loss: float | None, metrics: dict[str, float]
+    ) -> None:
+        self.last_epoch_loss = self.epoch_loss_sum / max(self.epoch_loss_count, 1)
+        self.epoch_loss_sum, self.epoch_loss_count = 0.0, 0
+        self.emit(
+            ev.EpochEnd(
+                epoch=epoch,
+                step=step,
+                train_loss=self.last_epoch_loss,
+                val_loss=val_loss,
+                metrics=metrics,
+            )
+        )
+
+    def _end_epoch(self) -> None:
+        """Epoch bookkeeping without a host sync, unless evaluation or a checkpoint is due."""
+        self.epoch += 1
+        self.batch = 0
+        eval_due = (
+            self.eval_cfg is not None
+            and self.p.data.x_test is not None
+            and (self.epoch % self.eval_cfg["every_epochs"] == 0 or self.epoch == self.total_epochs)
+        )
+        ckpt_due = not self.ckpt_every or time.perf_counter() - self._last_ckpt_t >= self.ckpt_every
+        self._ended.append((self.epoch, self.step))
+        if not eval_due:
+            if ckpt_due:
+                self.save("last")
+            return
+        self._ended.pop()
+        self._flush_losses()
+        val_loss, metrics = self.evaluate()
+        self.best_val_loss = val_loss if self.best_val_loss is None else min(val_loss, self.best_val_loss)
+        self.last_metrics = metrics
+        self._close_epoch(self.epoch, self.step, val_loss, metrics)
+        if self.best is None or val_loss < self.best:
+            self.best = val_loss
+            self.save("best")
+        if ckpt_due:
+            self.save("last")
+
+    def evaluate(self) -> tuple[float, dict[str, float]]:
+        """Mean loss per sample on the test split, and accuracy for classification."""
+        p = self.p
+        x, y = p.data.x_test, p.data.y_test
+        bs = self.eval_cfg["batch_size"]
+        p.model.eval()
+        total = x.new_zeros((), dtype=torch.float64)
+        correct = x.new_zeros((), dtype=torch.int64)
+        with torch.no_grad():
+            for i in range(0, len(x), bs):
+                out = p.model(x[i : i + bs])
+                yb = y[i : i + bs]
+                total += p.loss_fn(out, yb).double() * len(yb)
+                if self.p.config["task"] == "classification":
+                    correct += (out.argmax(dim=1) == yb).sum()
+        p.model.train()
+        total_f, correct_i = torch.stack([total, correct.double()]).tolist()
+        metrics = {}
+        if self.p.config["task"] == "classification":
+            metrics["accuracy"] = correct_i / len(x)
+        return total_f / len(x), metrics
+
+    # --- commands ---------------------------------------------------------------------------
+    def _handle_commands(self) -> None:
+        for command, value in self.control.drain():
+            self._apply(command, value)
+
+    def _apply(self, command: str, value: Any) -> None:
+        if command == "stop":
+            raise _Stop
+        if command == "set_lr":
+            old = self.lr()
+            for group in self.p.optimizer.param_groups:
+                group["lr"] = value
+            change = {"step": self.step, "key": "optim.lr", "old": old, "new": value}
+            self.changes.append(change)
+            self.p.run.update(changes=self.changes)
+            self.emit(ev.HparamChanged(step=self.step, key="optim.lr", old=old, new=value))
+        elif command == "pause":
+            self._pause()
+
+    def _pause(self) -> None:
+        self._flush_losses()
+        now = time.perf_counter()
+        self._active_s += now - self._segment_start
+        self.save("last")
+        self.p.run.update("paused")
+        self.emit(ev.Paused(step=self.step))
+        self.p.run.flush_events()
+        while True:
+            item = self.control.wait(timeout=0.5)
+            if item is None:
+                continue
+            command, value = item
+            if command == "resume":
+                break
+            if command == "stop":
+                raise _Stop
+            self._apply(command, value)
+        self.control.drain()
+        self._segment_start, self._segment_step = time.perf_counter(), self.step
+        self.p.run.update("running")
+        self.emit(ev.Resumed(step=self.step))
+
+    # --- checkpoints and stats --------------------------------------------------------------
+    def checkpoint_payload(self) -> dict[str, Any]:
+        return {
+            "model": self.p.model.state_dict(),
+            "optimizer": self.p.optimizer.state_dict(),
+            "step": self.step,
+            "epoch": self.epoch,
+            "batch": self.batch,
+            "epoch_loss_sum": self.epoch_loss_sum,
+            "epoch_loss_count": self.epoch_loss_count,
+            "rng": rng_state(self.p.data.state()),
+            "config": copy.deepcopy(self.p.config),
+            "changes": copy.deepcopy(self.changes),
+        }
+
+    def save(self, kind: str) -> None:
+        """Write last.pt or best.pt. Without evaluation, best.pt follows the lowest epoch loss
+        seen at the moments last.pt is written (no extra sync per epoch for it)."""
+        self._flush_losses()
+        path = self.p.run.best_ckpt if kind == "best" else self.p.run.last_ckpt
+        payload = self.checkpoint_payload()
+        save_checkpoint(path, payload)
+        self.emit(ev.CheckpointSaved(step=self.step, epoch=self.epoch, kind=kind, path=str(path)))
+        if kind != "last":
+            return
+        self._last_ckpt_t = time.perf_counter()
+        no_eval = self.eval_cfg is None or self.p.data.x_test is None
+        epoch_loss = self.last_epoch_loss
+        if no_eval and epoch_loss is not None and epoch_loss == epoch_loss:
+            if self.best is None or epoch_loss < self.best:
+                self.best = epoch_loss
+                save_checkpoint(self.p.run.best_ckpt, payload)
+                self.emit(
+                    ev.CheckpointSaved(
+                        step=self.step, epoch=self.epoch, kind="best", path=str(self.p.run.best_ckpt)
+                    )
+                )
+
+    def _emit_stats(self, before: list[torch.Tensor]) -> None:
+        self._stats_due = False
+        self._last_stats_t = time.perf_counter()
+        self.emit(ev.ParamStats(step=self.step, params=param_stats(self.p.model, before)))
+        data = self.p.data
+        if getattr(data, "fit_1d", False):
+            model = self.p.model
+            model.eval()
+            with torch.no_grad():
+                pred = model(data.x)
+            model.train()
+            xs, ys, ps = torch.stack([data.x.flatten(), data.y.flatten(), pred.flatten()]).tolist()
+            self.emit(ev.FitSnapshot(step=self.step, x=tuple(xs), y=tuple(ys), y_pred=tuple(ps)))
+
+    # --- the end ----------------------------------------------------------------------------
+    def summary(self) -> dict[str, Any]:
+        elapsed = self._active_s + (time.perf_counter() - self._segment_start)
+        out: dict[str, Any] = {
+            "final_loss": self.final_loss,
+            "epoch_loss": self.last_epoch_loss,
+            "best_val_loss": self.best_val_loss,
+            "steps": self.step,
+            "epochs": self.epoch,
+            "duration_s": round(elapsed, 3),
+            "samples_per_s": round(self.step * self.p.data.batch_size / max(elapsed, 1e-9), 1),
+        }
+        if "accuracy" in self.last_metrics:
+            out["test_accuracy"] = self.last_metrics["accuracy"]
+        return {k: v for k, v in out.items() if v is not None}
+
+    def _report(self) -> dict[str, Any]:
+        lines = self.p.config.get("report") or {}
+        if not lines:
+            return {}
+        params = {n: t.detach() for n, t in self.p.model.named_parameters()}
+        data = self.p.data
+        extras = {"x": data.x, "y": getattr(data, "y", None), **data.extras}
+        out = {}
+        for name, text in lines.items():
+            value = evaluate(text, {"p": params, "d": extras})
+            if isinstance(value, torch.Tensor):
+                value = value.double().cpu()
+                value = value.item() if value.numel() == 1 else value.flatten().tolist()  # item-ok
+            out[name] = value
+        return out
+
+    def _finish(self, status: str) -> ev.Event:
+        self.save("last")
+        summary = self.summary()
+        report = self._report()
+        if report:
+            summary["report"] = report
+        warning = nothing_learned_message(self.p, self._initial) if self.step else None
+        if warning:
+            summary["learned"] = False
+            summary["warning"] = warning
+            self.emit(ev.Warning(step=self.step, message=warning))
+        if self.changes:
+            self.p.run.meta["changes"] = self.changes
+        self.p.run.update(status, summary=summary)
+        event = ev.Finished(status=status, step=self.step, summary=summary)
+        self.emit(event)
+        return event
+
+    def _started_event(self) -> ev.RunStarted:
+        p = self.p
+        return ev.RunStarted(
+            run_id=p.run.id,
+            preset=p.config["name"],
+            run_dir=str(p.run.path),
+            device=str(p.device),
+            task=p.config["task"],
+            total_steps=self.total_steps,
+            total_epochs=self.total_epochs,
+            steps_per_epoch=self.steps_per_epoch,
+            batch_size=p.data.batch_size,
+            start_step=self.step,
+            start_epoch=self.epoch,
+            lr=self.lr(),
+            config=p.config,
+            param_shapes={n: list(t.shape) for n, t in p.model.named_parameters()},
+        )
