@@ -21,19 +21,33 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="torchdeck", description="Train PyTorch models from a terminal UI.")
-    parser.add_argument("--runs-dir", help="where runs are saved (default ./runs or $TORCHDECK_RUNS)")
-    parser.add_argument("--presets", action="append", default=[], metavar="DIR",
-                        help="an extra folder of preset files (repeatable)")
+    parser.add_argument(
+        "--runs-dir", help="where runs are saved (default ./runs or $TORCHDECK_RUNS)"
+    )
+    parser.add_argument(
+        "--presets",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="an extra folder of preset files (repeatable)",
+    )
     sub = parser.add_subparsers(dest="command")
 
     train = sub.add_parser("train", help="train a preset headless")
     train.add_argument("preset", help="a preset name or a preset .toml file")
-    train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
-                       help="override a preset key, e.g. --set optim.lr=0.01 (repeatable)")
+    train.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        dest="overrides",
+        help="override a preset key, e.g. --set optim.lr=0.01 (repeatable)",
+    )
     train.add_argument("--device", help="auto, cpu, cuda, cuda:N or mps")
     train.add_argument("--runs-dir", dest="sub_runs_dir", help=argparse.SUPPRESS)
-    train.add_argument("--presets", action="append", default=[], dest="sub_presets",
-                       help=argparse.SUPPRESS)
+    train.add_argument(
+        "--presets", action="append", default=[], dest="sub_presets", help=argparse.SUPPRESS
+    )
 
     sub.add_parser("presets", help="list presets")
 
@@ -100,15 +114,20 @@ def cmd_train(
     control = Control()
 
     def on_signal(signum: int, frame: object) -> None:
-        print(f"torchdeck: {signal.Signals(signum).name}: stopping after this step "
-              "(checkpoint, status stopped)", file=sys.stderr, flush=True)
+        print(
+            f"torchdeck: {signal.Signals(signum).name}: stopping after this step "
+            "(checkpoint, status stopped)",
+            file=sys.stderr,
+            flush=True,
+        )
         control.stop()
         signal.signal(signum, signal.SIG_DFL)
 
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        result = run_sync(config, runs_dir, sinks=[ConsolePrinter()], control=control,
-                          device_option=option)
+        result = run_sync(
+            config, runs_dir, sinks=[ConsolePrinter()], control=control, device_option=option
+        )
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
@@ -117,8 +136,10 @@ def cmd_train(
 
 def open_app(runs_dir: str | None, preset_dirs: list[str]) -> int:
     if not sys.stdout.isatty() and not os.environ.get("TORCHDECK_FORCE_APP"):
-        print("torchdeck: the app needs a terminal; use `torchdeck train PRESET` headless",
-              file=sys.stderr)
+        print(
+            "torchdeck: the app needs a terminal; use `torchdeck train PRESET` headless",
+            file=sys.stderr,
+        )
         return 2
     from tui.app import run_app
 

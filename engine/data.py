@@ -229,7 +229,7 @@ def cifar10_missing_message(root: Path) -> str:
     folder = root / "cifar-10-batches-py"
     return (
         f"[data] root: CIFAR-10 not found: expected {folder} (data_batch_1..5, test_batch, "
-        f"batches.meta). Get it with: python -c \"import torchvision; "
+        f'batches.meta). Get it with: python -c "import torchvision; '
         f"torchvision.datasets.CIFAR10('{root}', download=True)\" or point --set data.root=DIR "
         f"at a folder that holds cifar-10-batches-py"
     )
@@ -279,7 +279,7 @@ def _fixed(data: dict[str, Any], task: str) -> Loaded:
 
 
 def _random(data: dict[str, Any], task: str) -> Loaded:
-    """Gaussian inputs and random labels/targets from a fixed generator (benchmarks, smoke tests)."""
+    """Gaussian inputs and random labels or targets from a fixed generator (benchmarks)."""
     gen = torch.Generator().manual_seed(12345)
     n = data["n_samples"]
     x = torch.randn((n, *data["shape"]), generator=gen)

@@ -46,8 +46,11 @@ def _dead_activations(model: nn.Module, x: torch.Tensor) -> list[str]:
         model.train(was_training)
         for h in hooks:
             h.remove()
-    return [f"layer {name} ({type(model.get_submodule(name)).__name__})"
-            for name, out in outputs.items() if not out.any()]
+    return [
+        f"layer {name} ({type(model.get_submodule(name)).__name__})"
+        for name, out in outputs.items()
+        if not out.any()
+    ]
 
 
 def _keep(store: dict[str, torch.Tensor], name: str):

@@ -74,9 +74,13 @@ def _from_factory(target: str, kwargs: dict[str, Any]) -> nn.Module:
     try:
         model = func(**kwargs)
     except Exception as err:  # user code: report whatever it raised, as one line
-        raise ConfigError(f"[model] factory: {target} failed: {type(err).__name__}: {err}") from None
+        raise ConfigError(
+            f"[model] factory: {target} failed: {type(err).__name__}: {err}"
+        ) from None
     if not isinstance(model, nn.Module):
-        raise ConfigError(f"[model] factory: {target} returned {type(model).__name__}, not a Module")
+        raise ConfigError(
+            f"[model] factory: {target} returned {type(model).__name__}, not a Module"
+        )
     return model
 
 

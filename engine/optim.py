@@ -8,7 +8,9 @@ from typing import Any
 import torch
 
 
-def build_optimizer(params: Iterable[torch.nn.Parameter], optim: dict[str, Any]) -> torch.optim.Optimizer:
+def build_optimizer(
+    params: Iterable[torch.nn.Parameter], optim: dict[str, Any]
+) -> torch.optim.Optimizer:
     name = optim["name"]
     if name == "sgd":
         return torch.optim.SGD(

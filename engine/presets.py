@@ -152,7 +152,7 @@ def apply_overrides(
 
 
 def _strip_defaults(config: dict[str, Any]) -> dict[str, Any]:
-    """A resolved config carries epochs=0 / steps=0 for 'not given'; drop those before re-checking."""
+    """Drop the 'not given' placeholders (epochs=0, steps=0, ...) of a resolved config."""
     out = copy.deepcopy(config)
     train = out.get("train", {})
     for key in ("epochs", "steps"):

@@ -81,7 +81,9 @@ def print_show(ref: str, runs_dir: str | None) -> int:
             else:
                 print(f"  {key}: {_short(value)}")
     for change in meta.get("changes", []):
-        print(f"  change at step {change['step']}: {change['key']} {change['old']} -> {change['new']}")
+        print(
+            f"  change at step {change['step']}: {change['key']} {change['old']} -> {change['new']}"
+        )
     print_parameters(run)
     return 0
 
@@ -107,7 +109,11 @@ def print_parameters(run: RunDir) -> None:
             shape = "x".join(str(s) for s in t.shape) or "scalar"
             if t.numel() <= 16:
                 values = [float(v) for v in t.flatten().tolist()]
-                shown = repr(values[0]) if t.dim() == 0 else "[" + ", ".join(repr(v) for v in values) + "]"
+                shown = (
+                    repr(values[0])
+                    if t.dim() == 0
+                    else "[" + ", ".join(repr(v) for v in values) + "]"
+                )
                 print(f"  {name} ({shape}, {str(t.dtype).removeprefix('torch.')}): {shown}")
             else:
                 f = t.double()
@@ -116,4 +122,3 @@ def print_parameters(run: RunDir) -> None:
                     f"mean {f.mean():.6g} std {f.std(correction=0):.6g} "
                     f"min {f.min():.6g} max {f.max():.6g}"
                 )
-

@@ -57,7 +57,7 @@ def _drop_none(value: Any) -> Any:
 
 
 class RunDir:
-    """One run's folder. Create it with `RunDir.create`; open an existing one with `RunDir(path)`."""
+    """One run's folder: `RunDir.create` makes a new one, `RunDir(path)` opens one."""
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
@@ -124,7 +124,9 @@ class RunDir:
             (path / EVENTS_FILE).touch()
         except OSError as err:
             shutil.rmtree(path, ignore_errors=True)
-            raise RunDirError(f"runs folder {runs_dir}: cannot write to it: {err.strerror}") from None
+            raise RunDirError(
+                f"runs folder {runs_dir}: cannot write to it: {err.strerror}"
+            ) from None
         return run
 
     # --- run.toml ---------------------------------------------------------------------

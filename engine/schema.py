@@ -353,12 +353,10 @@ def _check_layers(where: _Where, value: Any) -> list[dict[str, Any]]:
     for i, layer in enumerate(value):
         key = f"[model] layers[{i}]"
         if not isinstance(layer, dict):
-            raise where.fail(key, f"expected a table like {{type = \"Linear\", ...}}, got {layer!r}")
+            raise where.fail(key, f'expected a table like {{type = "Linear", ...}}, got {layer!r}')
         kind = layer.get("type")
         if kind not in LAYERS:
-            raise where.fail(
-                f"{key}.type", f"unknown layer {kind!r} (known: {', '.join(LAYERS)})"
-            )
+            raise where.fail(f"{key}.type", f"unknown layer {kind!r} (known: {', '.join(LAYERS)})")
         args = {k: v for k, v in layer.items() if k != "type"}
         checked = _check_table(where, f"{key}.", args, LAYERS[kind])
         if kind == "MaxPool2d" and checked.get("stride") == 0:
@@ -377,7 +375,9 @@ def _check_inits(where: _Where, value: Any) -> list[dict[str, Any]]:
             raise where.fail(key, f"expected a table, got {rule!r}")
         dist = rule.get("dist")
         if dist not in INIT_DISTS:
-            raise where.fail(f"{key}.dist", f"unknown init {dist!r} (known: {', '.join(INIT_DISTS)})")
+            raise where.fail(
+                f"{key}.dist", f"unknown init {dist!r} (known: {', '.join(INIT_DISTS)})"
+            )
         fields = {"params": Field("str"), "dist": Field("str"), **INIT_DISTS[dist]}
         rules.append(_check_table(where, f"{key}.", rule, fields))
     return rules
@@ -440,7 +440,9 @@ def _cross_checks(where: _Where, config: dict[str, Any]) -> None:
     for key, names in OPTIM_ONLY.items():
         default = OPTIM_FIELDS[key].default
         if optim[key] != default and optim["name"] not in names:
-            raise where.fail(f"[optim] {key}", f"not used by {optim['name']} (only {', '.join(names)})")
+            raise where.fail(
+                f"[optim] {key}", f"not used by {optim['name']} (only {', '.join(names)})"
+            )
     _check_number_list(where, "[optim] betas", optim["betas"], 2)
     if bool(train["epochs"]) == bool(train["steps"]):
         raise where.fail("[train]", "give exactly one of epochs or steps")
@@ -462,7 +464,9 @@ def _cross_checks(where: _Where, config: dict[str, Any]) -> None:
             _check_number_list(where, "[data] transform", row, n)
     if source == "random":
         shape = data["shape"]
-        if not shape or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in shape):
+        if not shape or not all(
+            isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in shape
+        ):
             raise where.fail("[data] shape", f"expected a list of positive integers, got {shape!r}")
     if source == "fixed":
         if not data["x"]:
@@ -483,9 +487,7 @@ DEVICE_HELP = "auto, cpu, cuda, cuda:N or mps"
 
 def check_device_name(name: str, where: _Where | None = None, key: str = "--device") -> None:
     """Syntax only; whether the device exists is checked when the run starts."""
-    ok = name in ("auto", "cpu", "cuda", "mps") or (
-        name.startswith("cuda:") and name[5:].isdigit()
-    )
+    ok = name in ("auto", "cpu", "cuda", "mps") or (name.startswith("cuda:") and name[5:].isdigit())
     if not ok:
         problem = f"unknown device {name!r} (expected {DEVICE_HELP})"
         raise (where or _Where("")).fail(key, problem)

@@ -61,7 +61,9 @@ def check_model_fits(model: nn.Module, data: TensorData | TeacherStream, loss_fn
     except (RuntimeError, ValueError, IndexError) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         shape = tuple(x.shape[1:])
-        raise ConfigError(f"[model] does not fit the data (one sample is {shape}): {first}") from None
+        raise ConfigError(
+            f"[model] does not fit the data (one sample is {shape}): {first}"
+        ) from None
     finally:
         model.train(was_training)
 

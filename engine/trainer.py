@@ -260,7 +260,9 @@ class Trainer:
         self._ended.pop()
         self._flush_losses()
         val_loss, metrics = self.evaluate()
-        self.best_val_loss = val_loss if self.best_val_loss is None else min(val_loss, self.best_val_loss)
+        self.best_val_loss = (
+            val_loss if self.best_val_loss is None else min(val_loss, self.best_val_loss)
+        )
         self.last_metrics = metrics
         self._close_epoch(self.epoch, self.step, val_loss, metrics)
         if self.best is None or val_loss < self.best:
@@ -367,7 +369,10 @@ class Trainer:
                 save_checkpoint(self.p.run.best_ckpt, payload)
                 self.emit(
                     ev.CheckpointSaved(
-                        step=self.step, epoch=self.epoch, kind="best", path=str(self.p.run.best_ckpt)
+                        step=self.step,
+                        epoch=self.epoch,
+                        kind="best",
+                        path=str(self.p.run.best_ckpt),
                     )
                 )
 

@@ -37,21 +37,41 @@ def assert_one_clean_error(result, *needles: str, runs_dir: Path | None = None) 
     [
         (lambda t: t.replace("[optim]", "[optim"), ["TOML syntax error"]),
         (lambda t: t.replace("lr = 0.001", "lr = 0.001\nlrr = 1"), ["[optim] lrr", "unknown key"]),
-        (lambda t: t.replace("batch_size = 2", 'batch_size = "two"'),
-         ["[train] batch_size", "expected an integer", "'two'"]),
-        (lambda t: t[: t.index("[optim]")] + t[t.index("[train]"):], ["[optim]", "missing section"]),
-        (lambda t: t.replace('type = "ReLU"', 'type = "Relu"', 1),
-         ["[model] layers[1].type", "unknown layer 'Relu'"]),
+        (
+            lambda t: t.replace("batch_size = 2", 'batch_size = "two"'),
+            ["[train] batch_size", "expected an integer", "'two'"],
+        ),
+        (
+            lambda t: t[: t.index("[optim]")] + t[t.index("[train]") :],
+            ["[optim]", "missing section"],
+        ),
+        (
+            lambda t: t.replace('type = "ReLU"', 'type = "Relu"', 1),
+            ["[model] layers[1].type", "unknown layer 'Relu'"],
+        ),
         (lambda t: t.replace('loss = "half_mse"', 'loss = "huber"'), ["[train] loss", "huber"]),
         (lambda t: t.replace('name = "sgd"', 'name = "rmsprop"'), ["[optim] name", "rmsprop"]),
         (lambda t: t.replace("lr = 0.001", "lr = -0.001"), ["[optim] lr", "> 0"]),
         (lambda t: t.replace("batch_size = 2", "batch_size = 0"), ["[train] batch_size", ">= 1"]),
-        (lambda t: t.replace("out_features = 1 },\n    { type = \"ReLU\" },\n    { type = \"Linear\", in_features = 1",
-                             "out_features = 3 },\n    { type = \"ReLU\" },\n    { type = \"Linear\", in_features = 1", 1),
-         ["[model] does not fit the data"]),
+        (
+            lambda t: t.replace(
+                "in_features = 1, out_features = 1", "in_features = 3, out_features = 1", 1
+            ),
+            ["[model] does not fit the data"],
+        ),
     ],
-    ids=["syntax", "unknown-key", "wrong-type", "missing-section", "unknown-layer", "unknown-loss",
-         "unknown-optimiser", "negative-lr-in-file", "batch-zero-in-file", "shape-mismatch"],
+    ids=[
+        "syntax",
+        "unknown-key",
+        "wrong-type",
+        "missing-section",
+        "unknown-layer",
+        "unknown-loss",
+        "unknown-optimiser",
+        "negative-lr-in-file",
+        "batch-zero-in-file",
+        "shape-mismatch",
+    ],
 )
 def test_broken_preset_file(tmp_path, cli, runs_dir, edit, needles):
     text = edit(KINK)
@@ -130,9 +150,20 @@ def test_unknown_run(cli, runs_dir):
 def test_real_process_exit_status_and_one_line(tmp_path):
     """The same through the installed command, as a user would run it."""
     proc = subprocess.run(
-        [sys.executable, "-m", "engine.cli", "train", "kink", "--set", "optim.lr=-1",
-         "--runs-dir", str(tmp_path / "runs")],
-        capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "engine.cli",
+            "train",
+            "kink",
+            "--set",
+            "optim.lr=-1",
+            "--runs-dir",
+            str(tmp_path / "runs"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [

@@ -31,7 +31,7 @@ def test_dense_relu_manual_backward_equals_autograd():
 
 
 def test_softmax_cross_entropy_one_hidden_layer():
-    """dJ/dz2 = y_hat - y, dJ/dU = delta1^T h, delta1 = (delta2 W2) * (h > 0), summed over a batch."""
+    """dJ/dz2 = y_hat - y, dJ/dU = delta1^T x, delta1 = (delta2 W2) * (h > 0), batch summed."""
     gen = torch.Generator().manual_seed(1)
     x = torch.randn(8, 5, generator=gen, dtype=torch.float64)
     labels = torch.randint(0, 3, (8,), generator=gen)
