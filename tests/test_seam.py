@@ -41,8 +41,12 @@ def test_no_host_sync_per_step(tmp_path, monkeypatch):
 
     config = resolve_config(
         "kink",
-        ["train.epochs=300", "train.log_every_s=1000.0", "train.stats_every_s=1000.0",
-         "train.checkpoint_every_s=1000.0"],
+        [
+            "train.epochs=300",
+            "train.log_every_s=1000.0",
+            "train.stats_every_s=1000.0",
+            "train.checkpoint_every_s=1000.0",
+        ],
     )
     prep = prepare_run(config, tmp_path)
     calls = {"item": 0, "tolist": 0, "cpu": 0, "__bool__": 0, "__float__": 0}

@@ -122,9 +122,7 @@ def test_legendre_matches_tutorial(runs_dir):
 
 def test_cifar10_cnn_one_epoch_on_generated_folder(tmp_path, runs_dir):
     root = make_cifar_folder(tmp_path / "data")
-    result, events, run = train(
-        "cifar10-cnn", runs_dir, f"data.root='{root}'", "train.epochs=1"
-    )
+    result, events, run = train("cifar10-cnn", runs_dir, f"data.root='{root}'", "train.epochs=1")
     assert result.status == "finished"
     assert result.summary["steps"] == 5  # 80 images, batch 16
     assert 0 <= result.summary["test_accuracy"] <= 1
@@ -132,8 +130,14 @@ def test_cifar10_cnn_one_epoch_on_generated_folder(tmp_path, runs_dir):
 
 
 def test_cifar10_missing_data_message(tmp_path, cli, runs_dir):
-    code, out, err = cli("train", "cifar10-cnn", "--set", f"data.root='{tmp_path}/nowhere'",
-                         "--runs-dir", str(runs_dir))
+    code, out, err = cli(
+        "train",
+        "cifar10-cnn",
+        "--set",
+        f"data.root='{tmp_path}/nowhere'",
+        "--runs-dir",
+        str(runs_dir),
+    )
     assert code == 2
     line = err.strip()
     assert "\n" not in line

@@ -79,8 +79,16 @@ def test_run_toml_contents(runs_dir):
     assert {"started", "ended", "host"} <= set(info) and "torch" in info["versions"]
     assert meta["config"]["train"]["epochs"] == 1 and "steps" not in meta["config"]["train"]
     summary = meta["summary"]
-    for key in ("final_loss", "epoch_loss", "best_val_loss", "test_accuracy", "steps", "epochs",
-                "duration_s", "samples_per_s"):
+    for key in (
+        "final_loss",
+        "epoch_loss",
+        "best_val_loss",
+        "test_accuracy",
+        "steps",
+        "epochs",
+        "duration_s",
+        "samples_per_s",
+    ):
         assert key in summary, key
     assert summary == {k: v for k, v in result.summary.items()}
 
