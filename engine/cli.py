@@ -10,6 +10,7 @@ import os
 import signal
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from engine.errors import TorchdeckError
 
@@ -17,6 +18,26 @@ from engine.errors import TorchdeckError
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # one line, not usage plus error
         self.exit(2, f"torchdeck: {message} (see torchdeck --help)\n")
+
+
+def _common(p: argparse.ArgumentParser, presets: bool = False) -> None:
+    # accepted after the subcommand too: `torchdeck train kink --runs-dir DIR`
+    p.add_argument("--runs-dir", dest="sub_runs_dir", help=argparse.SUPPRESS)
+    if presets:
+        p.add_argument(
+            "--presets", action="append", default=[], dest="sub_presets", help=argparse.SUPPRESS
+        )
+
+
+def _sets(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        dest="overrides",
+        help=f"override a key of {what}, e.g. --set optim.lr=0.01 (repeatable)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -33,30 +54,53 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command")
 
-    train = sub.add_parser("train", help="train a preset headless")
+    train = sub.add_parser("train", help="train a preset headless (or --detach)")
     train.add_argument("preset", help="a preset name or a preset .toml file")
-    train.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        dest="overrides",
-        help="override a preset key, e.g. --set optim.lr=0.01 (repeatable)",
-    )
+    _sets(train, "the preset")
     train.add_argument("--device", help="auto, cpu, cuda, cuda:N or mps")
-    train.add_argument("--runs-dir", dest="sub_runs_dir", help=argparse.SUPPRESS)
     train.add_argument(
-        "--presets", action="append", default=[], dest="sub_presets", help=argparse.SUPPRESS
+        "--detach",
+        action="store_true",
+        help="train in the background, independent of this terminal",
     )
+    _common(train, presets=True)
 
     sub.add_parser("presets", help="list presets")
-
-    runs = sub.add_parser("runs", help="list runs")
-    runs.add_argument("--runs-dir", dest="sub_runs_dir", help=argparse.SUPPRESS)
+    _common(sub.add_parser("runs", help="list runs (and which are alive)"))
 
     show = sub.add_parser("show", help="a run's summary and parameters")
     show.add_argument("run", help="run id, unique prefix of one, or path")
-    show.add_argument("--runs-dir", dest="sub_runs_dir", help=argparse.SUPPRESS)
+    _common(show)
+
+    resume = sub.add_parser("resume", help="continue a stopped, killed or crashed run")
+    resume.add_argument("run")
+    _sets(resume, "the run (optim.lr, train.epochs/steps, train.device, intervals)")
+    resume.add_argument(
+        "--from",
+        dest="source",
+        choices=["auto", "last", "best"],
+        default="auto",
+        help="checkpoint to continue from (auto: best.pt for a diverged run, else last.pt)",
+    )
+    resume.add_argument("--detach", action="store_true", help="continue in the background")
+    _common(resume)
+
+    replay = sub.add_parser("replay", help="a new run with a run's config and live changes")
+    replay.add_argument("run")
+    _sets(replay, "the recorded config")
+    replay.add_argument("--detach", action="store_true", help="train in the background")
+    _common(replay)
+
+    attach = sub.add_parser("attach", help="follow a run: its history so far, then live")
+    attach.add_argument("run")
+    attach.add_argument("--plain", action="store_true", help="print lines instead of the app")
+    _common(attach)
+
+    export = sub.add_parser("export", help="a run's step metrics as CSV")
+    export.add_argument("run")
+    export.add_argument("--csv", action="store_true", required=True, help="CSV (the one format)")
+    export.add_argument("-o", "--output", help="file to write (default: stdout)")
+    _common(export)
     return parser
 
 
@@ -65,73 +109,133 @@ def main(argv: Sequence[str] | None = None) -> int:
     runs_dir = getattr(args, "sub_runs_dir", None) or args.runs_dir
     preset_dirs = [*args.presets, *getattr(args, "sub_presets", [])]
     try:
-        if args.command == "train":
-            return cmd_train(args.preset, args.overrides, args.device, runs_dir, preset_dirs)
-        if args.command == "presets":
-            from engine.report import print_presets
-
-            return print_presets(preset_dirs)
-        if args.command == "runs":
-            from engine.report import print_runs
-
-            return print_runs(runs_dir)
-        if args.command == "show":
-            from engine.report import print_show
-
-            return print_show(args.run, runs_dir)
-        return open_app(runs_dir, preset_dirs)
+        return dispatch(args, runs_dir, preset_dirs)
     except TorchdeckError as err:
         print(f"torchdeck: {err}", file=sys.stderr)
         return err.exit_code
     except KeyboardInterrupt:
         print("torchdeck: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `torchdeck export RUN --csv | head`: the reader is done
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
-def cmd_train(
-    preset: str,
-    overrides: list[str],
-    device: str | None,
-    runs_dir: str | None,
-    preset_dirs: list[str],
-) -> int:
+def dispatch(args: argparse.Namespace, runs_dir: str | None, preset_dirs: list[str]) -> int:
+    command = args.command
+    if command == "train":
+        return cmd_train(args, runs_dir, preset_dirs)
+    if command in ("resume", "replay"):
+        job = {
+            "action": command,
+            "ref": args.run,
+            "runs_dir": runs_dir,
+            "overrides": args.overrides,
+            "source": getattr(args, "source", "auto"),
+        }
+        return run_job(job, args.detach)
+    if command == "presets":
+        from engine.report import print_presets
+
+        return print_presets(preset_dirs)
+    if command == "runs":
+        from engine.report import print_runs
+
+        return print_runs(runs_dir)
+    if command == "show":
+        from engine.report import print_show
+
+        return print_show(args.run, runs_dir)
+    if command == "attach":
+        return cmd_attach(args.run, runs_dir, args.plain)
+    if command == "export":
+        from engine.export import export_csv
+        from engine.rundir import find_run
+
+        run = find_run(args.run, runs_dir)
+        run.read_meta()
+        n = export_csv(run, args.output)
+        if args.output:
+            print(f"{n} steps -> {args.output}")
+        return 0
+    return open_app(runs_dir, preset_dirs)
+
+
+def cmd_train(args: argparse.Namespace, runs_dir: str | None, preset_dirs: list[str]) -> int:
     from engine.presets import apply_overrides, resolve_config
 
-    config = resolve_config(preset, overrides, preset_dirs)
+    config = resolve_config(args.preset, args.overrides, preset_dirs)
     option = "[train] device"
-    if device is not None:
+    if args.device is not None:
         from engine.schema import check_device_name
 
-        check_device_name(device)
-        config = apply_overrides(config, {"train.device": device})
+        check_device_name(args.device)
+        config = apply_overrides(config, {"train.device": args.device})
         option = "--device"
+    job = {"action": "train", "config": config, "runs_dir": runs_dir, "device_option": option}
+    return run_job(job, args.detach)
 
-    from engine.api import run_sync
+
+def run_job(job: dict[str, Any], detach: bool) -> int:
+    """Run a train/resume/replay job here (headless, printing) or in a detached worker."""
+    if detach:
+        from engine.worker import spawn
+
+        reply = spawn(job)
+        print(
+            f"run {reply['run_id']} is training in the background (pid {reply['pid']}): "
+            f"{reply['run_dir']}\nfollow it with: torchdeck attach {reply['run_id']}"
+        )
+        return 0
+
     from engine.console import ConsolePrinter
-    from engine.events import Failed
-    from engine.trainer import Control
+    from engine.worker import prepare_job
 
-    control = Control()
+    trainer = prepare_job(job)
+    trainer.sinks.append(ConsolePrinter())
 
     def on_signal(signum: int, frame: object) -> None:
-        print(
-            f"torchdeck: {signal.Signals(signum).name}: stopping after this step "
-            "(checkpoint, status stopped)",
-            file=sys.stderr,
-            flush=True,
-        )
-        control.stop()
+        name = signal.Signals(signum).name
+        print(f"torchdeck: {name}: stopping after this step (checkpoint, status stopped)",
+              file=sys.stderr, flush=True)  # fmt: skip
+        trainer.control.stop()
         signal.signal(signum, signal.SIG_DFL)
 
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        result = run_sync(
-            config, runs_dir, sinks=[ConsolePrinter()], control=control, device_option=option
-        )
+        result = trainer.run()
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
-    return 1 if isinstance(result, Failed) else 0
+    if result.type == "failed":
+        return 1
+    return 3 if getattr(result, "status", "") == "diverged" else 0
+
+
+def cmd_attach(ref: str, runs_dir: str | None, plain: bool) -> int:
+    from engine.rundir import find_run
+
+    run = find_run(ref, runs_dir)
+    run.read_meta()
+    if not plain and sys.stdout.isatty():
+        from tui.app import run_app
+
+        return run_app(runs_dir=runs_dir, attach=str(run.path))
+    import asyncio
+
+    from engine.console import ConsolePrinter
+    from engine.follow import FollowHandle
+
+    printer = ConsolePrinter(every_s=2.0)
+
+    async def follow() -> int:
+        last = None
+        async for event in FollowHandle(run.path).events():
+            printer(event)
+            last = event
+        return 0 if last is not None and last.type == "finished" else 1
+
+    return asyncio.run(follow())
 
 
 def open_app(runs_dir: str | None, preset_dirs: list[str]) -> int:

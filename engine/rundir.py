@@ -114,6 +114,7 @@ class RunDir:
                     "started": started,
                     "device": device,
                     "host": socket.gethostname(),
+                    "pid": os.getpid(),
                     "versions": versions(),
                 },
                 "config": config,
@@ -213,3 +214,18 @@ def list_runs(runs_dir: Path | None = None) -> list[RunDir]:
     if not runs_dir.is_dir():
         return []
     return [RunDir(p) for p in sorted(runs_dir.iterdir()) if p.is_dir()]
+
+
+def process_alive(pid: int) -> bool:
+    """Whether a process with this pid exists here and is not a zombie."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from engine import events as ev
-from engine.checkpoint import rng_state, save_checkpoint
+from engine.checkpoint import restore_rng, rng_state, save_checkpoint
 from engine.diagnose import nothing_learned_message
 from engine.exprs import evaluate
 from engine.session import PreparedRun
@@ -69,10 +69,22 @@ class _Stop(Exception):
     pass
 
 
+class _Diverged(Exception):
+    def __init__(self, step: int, what: str) -> None:
+        super().__init__(what)
+        self.step = step
+        self.what = what
+
+
 class Trainer:
     def __init__(
-        self, prep: PreparedRun, sinks: Iterable[Sink] = (), control: Control | None = None
+        self,
+        prep: PreparedRun,
+        sinks: Iterable[Sink] = (),
+        control: Control | None = None,
+        scheduled: Iterable[dict[str, Any]] = (),
     ) -> None:
+        """`scheduled`: recorded changes ({step, key, new}) to re-apply before step+1 (replay)."""
         self.p = prep
         self.sinks = list(sinks)
         self.control = control or Control()
@@ -109,6 +121,8 @@ class Trainer:
         self._segment_step = 0
         self._last_ckpt_t = 0.0
         self._initial: list[torch.Tensor] | None = None
+        self.scheduled = sorted((dict(c) for c in scheduled), key=lambda c: c["step"])
+        self.resumed_from: int | None = None
 
     # --- events ---------------------------------------------------------------------------
     def emit(self, event: ev.Event) -> None:
@@ -141,23 +155,33 @@ class Trainer:
             self.p.run.close()
 
     def _run(self) -> ev.Event:
-        p = self.p
-        model, opt, loss_fn, data = p.model, p.optimizer, p.loss_fn, p.data
+        model = self.p.model
         self.emit(self._started_event())
-        if sum(t.numel() for t in model.parameters()) <= 10_000_000:
+        if self.resumed_from is None and sum(t.numel() for t in model.parameters()) <= 10_000_000:
             self._initial = snapshot(model)
         model.train()
         now = time.perf_counter()
         self._segment_start, self._segment_step = now, self.step
         self._last_ckpt_t = now
         next_tick = now + self.log_every
+        self._drop_past_schedule()
+        try:
+            return self._loop(next_tick)
+        except _Diverged as diverged:
+            return self._diverged(diverged)
+
+    def _loop(self, next_tick: float) -> ev.Event:
+        model, opt, loss_fn, data = self.p.model, self.p.optimizer, self.p.loss_fn, self.p.data
         control = self.control
+        next_change = self.scheduled[0]["step"] if self.scheduled else -1
         status = "finished"
         try:
             while self.epoch < self.total_epochs and self.step < self.total_steps:
                 for x, y in data.batches(self.epoch, self.batch):
                     if control.pending:
                         self._handle_commands()
+                    if self.step == next_change:
+                        next_change = self._apply_scheduled()
                     before = snapshot(model) if self._stats_due else None
                     out = model(x)
                     loss = loss_fn(out, y)
@@ -182,6 +206,15 @@ class Trainer:
         self._flush_losses()
         return self._finish(status)
 
+    def _drop_past_schedule(self) -> None:
+        self.scheduled = [c for c in self.scheduled if c["step"] >= self.step]
+
+    def _apply_scheduled(self) -> int:
+        while self.scheduled and self.scheduled[0]["step"] == self.step:
+            change = self.scheduled.pop(0)
+            self._apply("set_lr", float(change["new"]))
+        return self.scheduled[0]["step"] if self.scheduled else -1
+
     def _tick(self, now: float) -> None:
         self._flush_losses()
         self.p.run.flush_events()
@@ -194,11 +227,23 @@ class Trainer:
 
     def _flush_losses(self) -> None:
         """Fetch the pending step losses (one host sync) and emit them, then the epochs that
-        ended among them (their mean loss is only known now)."""
+        ended among them (their mean loss is only known now). A non-finite loss ends the run
+        as diverged at its step."""
         if not self._losses:
             return
         values = torch.stack(self._losses).tolist()  # the host sync, once per interval
         self._losses.clear()
+        bad = next((i for i, v in enumerate(values) if not math.isfinite(v)), None)
+        if bad is not None:
+            diverged = _Diverged(self._flushed_step + bad + 1, f"the loss became {values[bad]}")
+            values = values[:bad]
+            self._ended = [e for e in self._ended if e[1] <= self._flushed_step + bad]
+            if values:
+                self._emit_losses(values)
+            raise diverged
+        self._emit_losses(values)
+
+    def _emit_losses(self, values: list[float]) -> None:
         first = self._flushed_step + 1
         self._flushed_step += len(values)
         self.final_loss = values[-1]
@@ -302,6 +347,7 @@ class Trainer:
         if command == "stop":
             raise _Stop
         if command == "set_lr":
+            self._flush_losses()  # the losses so far were made with the old rate
             old = self.lr()
             for group in self.p.optimizer.param_groups:
                 group["lr"] = value
@@ -348,12 +394,44 @@ class Trainer:
             "rng": rng_state(self.p.data.state()),
             "config": copy.deepcopy(self.p.config),
             "changes": copy.deepcopy(self.changes),
+            "scheduled": copy.deepcopy(self.scheduled),
+            "progress": {
+                "active_s": self._active_s + (time.perf_counter() - self._segment_start),
+                "best": self.best,
+                "best_val_loss": self.best_val_loss,
+                "last_epoch_loss": self.last_epoch_loss,
+                "final_loss": self.final_loss,
+                "metrics": dict(self.last_metrics),
+            },
         }
+
+    def restore(self, ckpt: dict[str, Any]) -> None:
+        """Continue from a checkpoint: weights, optimiser, position, RNG streams, bookkeeping."""
+        p = self.p
+        p.model.load_state_dict(ckpt["model"])
+        p.optimizer.load_state_dict(ckpt["optimizer"])
+        self.step, self.epoch, self.batch = ckpt["step"], ckpt["epoch"], ckpt["batch"]
+        self._flushed_step = self.step
+        self.epoch_loss_sum = ckpt["epoch_loss_sum"]
+        self.epoch_loss_count = ckpt["epoch_loss_count"]
+        self.changes = list(ckpt.get("changes", []))
+        self.scheduled = list(ckpt.get("scheduled", []))
+        progress = ckpt.get("progress", {})
+        self._active_s = progress.get("active_s", 0.0)
+        self.best = progress.get("best")
+        self.best_val_loss = progress.get("best_val_loss")
+        self.last_epoch_loss = progress.get("last_epoch_loss")
+        self.final_loss = progress.get("final_loss")
+        self.last_metrics = dict(progress.get("metrics", {}))
+        p.data.load_state(ckpt["rng"].get("data", {}))
+        restore_rng(ckpt["rng"])
+        self.resumed_from = self.step
 
     def save(self, kind: str) -> None:
         """Write last.pt or best.pt. Without evaluation, best.pt follows the lowest epoch loss
         seen at the moments last.pt is written (no extra sync per epoch for it)."""
         self._flush_losses()
+        self._check_finite_params()
         path = self.p.run.best_ckpt if kind == "best" else self.p.run.last_ckpt
         payload = self.checkpoint_payload()
         save_checkpoint(path, payload)
@@ -375,6 +453,33 @@ class Trainer:
                         path=str(self.p.run.best_ckpt),
                     )
                 )
+
+    def _nonfinite_params(self) -> list[str]:
+        named = list(self.p.model.named_parameters())
+        finite = torch.stack([torch.isfinite(t.detach()).all() for _, t in named]).tolist()
+        return [name for (name, _), ok in zip(named, finite, strict=True) if not ok]
+
+    def _check_finite_params(self) -> None:
+        bad = self._nonfinite_params()
+        if bad:
+            raise _Diverged(self.step, f"non-finite values in {', '.join(bad)}")
+
+    def _diverged(self, d: _Diverged) -> ev.Event:
+        """Stop with status diverged; last.pt and best.pt keep the last finite weights."""
+        self._losses.clear()
+        bad = [n for n in self._nonfinite_params() if n not in d.what]
+        reason = f"diverged at step {d.step}: {d.what}"
+        if bad:
+            reason += f"; non-finite parameters now: {', '.join(bad)}"
+        if self.p.run.last_ckpt.exists():
+            reason += "; last.pt holds the last finite weights"
+        summary = self.summary()
+        summary.update(diverged_step=d.step, reason=reason)
+        self.p.run.update("diverged", summary=summary)
+        self.emit(ev.Warning(step=d.step, message=reason))
+        event = ev.Finished(status="diverged", step=d.step, summary=summary)
+        self.emit(event)
+        return event
 
     def _emit_stats(self, before: list[torch.Tensor]) -> None:
         self._stats_due = False
