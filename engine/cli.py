@@ -63,6 +63,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="train in the background, independent of this terminal",
     )
+    dist = train.add_argument_group("several processes (torchrun + DistributedDataParallel)")
+    dist.add_argument("--nproc", type=int, help="processes on this machine (one per GPU)")
+    dist.add_argument("--nnodes", type=int, default=1, help="machines taking part")
+    dist.add_argument("--node-rank", type=int, default=0, help="this machine's index")
+    dist.add_argument("--master-addr", help="address of the machine with node rank 0")
+    dist.add_argument("--master-port", type=int, help="port on that machine")
     _common(train, presets=True)
 
     sub.add_parser("presets", help="list presets")
@@ -172,8 +178,35 @@ def cmd_train(args: argparse.Namespace, runs_dir: str | None, preset_dirs: list[
         check_device_name(args.device)
         config = apply_overrides(config, {"train.device": args.device})
         option = "--device"
+    if args.nproc is not None:
+        return cmd_train_distributed(args, config, runs_dir)
     job = {"action": "train", "config": config, "runs_dir": runs_dir, "device_option": option}
     return run_job(job, args.detach)
+
+
+def cmd_train_distributed(args: argparse.Namespace, config: dict, runs_dir: str | None) -> int:
+    from engine.devices import resolve_device
+    from engine.distributed import per_rank_batch
+    from engine.errors import ConfigError
+    from engine.launch import launch
+
+    if args.nproc < 1:
+        raise ConfigError(f"--nproc {args.nproc}: expected 1 or more processes")
+    if args.detach:
+        raise ConfigError("--detach with --nproc: not supported yet; run it under nohup or tmux")
+    if config["data"]["source"] == "teacher":
+        raise ConfigError("--nproc: the teacher stream draws its batches in one process only")
+    per_rank_batch(config["train"]["batch_size"], args.nproc * args.nnodes)
+    device = resolve_device(config["train"]["device"], "--device")
+    if device.type == "mps":
+        raise ConfigError("--nproc: distributed training runs on cuda (nccl) or cpu (gloo)")
+    dist_args = {
+        "nnodes": args.nnodes,
+        "node_rank": args.node_rank,
+        "master_addr": args.master_addr,
+        "master_port": args.master_port,
+    }
+    return launch(config, runs_dir, args.nproc, dist_args)
 
 
 def run_job(job: dict[str, Any], detach: bool) -> int:

@@ -31,6 +31,7 @@ class PreparedRun:
     optimizer: torch.optim.Optimizer
     loss_fn: LossFn
     run: RunDir
+    train_model: nn.Module | None = None  # what the loop calls, where it wraps `model` (DDP)
 
 
 def build_parts(config: dict[str, Any], device_option: str = "[train] device"):

@@ -83,14 +83,19 @@ class Trainer:
         sinks: Iterable[Sink] = (),
         control: Control | None = None,
         scheduled: Iterable[dict[str, Any]] = (),
+        dist: Any = None,
     ) -> None:
-        """`scheduled`: recorded changes ({step, key, new}) to re-apply before step+1 (replay)."""
+        """`scheduled`: recorded changes ({step, key, new}) to re-apply before step+1 (replay).
+        `dist`: an engine.distributed.DistContext when this is one of several processes."""
         self.p = prep
+        self.dist = dist
+        self.is_main = dist is None or dist.is_main
         self.sinks = list(sinks)
         self.control = control or Control()
         cfg = prep.config
         train = cfg["train"]
         self.steps_per_epoch = prep.data.steps_per_epoch
+        self.global_batch = getattr(prep.data, "global_batch", prep.data.batch_size)
         if train["steps"]:
             self.total_steps = train["steps"]
             self.total_epochs = math.ceil(self.total_steps / self.steps_per_epoch)
@@ -115,7 +120,7 @@ class Trainer:
         self._losses: list[torch.Tensor] = []
         self._ended: list[tuple[int, int]] = []  # (epoch, last step) not yet flushed
         self._flushed_step = 0
-        self._stats_due = True
+        self._stats_due = self.is_main
         self._active_s = 0.0
         self._segment_start = 0.0
         self._segment_step = 0
@@ -172,7 +177,14 @@ class Trainer:
 
     def _loop(self, next_tick: float) -> ev.Event:
         model, opt, loss_fn, data = self.p.model, self.p.optimizer, self.p.loss_fn, self.p.data
-        control = self.control
+        if self.dist is not None:
+            from engine.distributed import SYNC_STEPS
+
+            model = self.p.train_model  # the DDP wrapper; self.p.model stays unwrapped
+            control = Control()  # commands arrive through _sync, on every rank at once
+            sync_every, next_tick = SYNC_STEPS, math.inf
+        else:
+            control, sync_every = self.control, 0
         next_change = self.scheduled[0]["step"] if self.scheduled else -1
         status = "finished"
         try:
@@ -197,6 +209,8 @@ class Trainer:
                     if now >= next_tick:
                         self._tick(now)
                         next_tick = now + self.log_every
+                    elif sync_every and self.step % sync_every == 0:
+                        self._sync(now)
                     if self.step >= self.total_steps:
                         break
                 if self.batch >= self.steps_per_epoch or self.step >= self.total_steps:
@@ -218,12 +232,43 @@ class Trainer:
     def _tick(self, now: float) -> None:
         self._flush_losses()
         self.p.run.flush_events()
-        if now - self._last_stats_t >= self.stats_every:
+        if self.is_main and now - self._last_stats_t >= self.stats_every:
             self._stats_due = True
         if self.ckpt_every and now - self._last_ckpt_t >= self.ckpt_every:
             self.save("last")
 
     _last_stats_t = 0.0
+
+    def _sync(self, now: float) -> None:
+        """A collective point of a distributed run: losses, then rank 0's commands."""
+        self._tick(now)
+        commands = self.dist.broadcast(self.control.drain() if self.is_main else None)
+        for command, value in commands:
+            if command == "pause":
+                self._dist_pause()
+            else:
+                self._apply(command, value)
+
+    def _dist_pause(self) -> None:
+        """Every rank waits; rank 0 relays commands (and keep-alives, so no collective times
+        out during a long pause)."""
+        if self.is_main:
+            self.save("last")
+            self.p.run.update("paused")
+            self.emit(ev.Paused(step=self.step))
+            self.p.run.flush_events()
+        while True:
+            item = None
+            if self.is_main:
+                item = self.control.wait(timeout=5.0) or ("keepalive", None)
+            command, value = self.dist.broadcast(item)
+            if command == "resume":
+                break
+            if command != "keepalive":
+                self._apply(command, value)
+        if self.is_main:
+            self.p.run.update("running")
+            self.emit(ev.Resumed(step=self.step))
 
     def _flush_losses(self) -> None:
         """Fetch the pending step losses (one host sync) and emit them, then the epochs that
@@ -231,7 +276,10 @@ class Trainer:
         as diverged at its step."""
         if not self._losses:
             return
-        values = torch.stack(self._losses).tolist()  # the host sync, once per interval
+        stacked = torch.stack(self._losses)
+        if self.dist is not None:
+            stacked = self.dist.mean(stacked)
+        values = stacked.tolist()  # the host sync, once per interval
         self._losses.clear()
         bad = next((i for i, v in enumerate(values) if not math.isfinite(v)), None)
         if bad is not None:
@@ -257,7 +305,7 @@ class Trainer:
                 losses=tuple(values),
                 lr=self.lr(),
                 elapsed_s=elapsed,
-                samples_per_s=steps_per_s * self.p.data.batch_size,
+                samples_per_s=steps_per_s * self.global_batch,
                 steps_per_s=steps_per_s,
             )
         )
@@ -297,13 +345,16 @@ class Trainer:
             and (self.epoch % self.eval_cfg["every_epochs"] == 0 or self.epoch == self.total_epochs)
         )
         ckpt_due = not self.ckpt_every or time.perf_counter() - self._last_ckpt_t >= self.ckpt_every
-        self._ended.append((self.epoch, self.step))
         if not eval_due:
+            self._ended.append((self.epoch, self.step))
+            if self.dist is not None:
+                self._flush_losses()  # every rank at the same step: a safe collective point
             if ckpt_due:
                 self.save("last")
             return
-        self._ended.pop()
         self._flush_losses()
+        if not self.is_main:
+            return
         val_loss, metrics = self.evaluate()
         self.best_val_loss = (
             val_loss if self.best_val_loss is None else min(val_loss, self.best_val_loss)
@@ -430,6 +481,8 @@ class Trainer:
     def save(self, kind: str) -> None:
         """Write last.pt or best.pt. Without evaluation, best.pt follows the lowest epoch loss
         seen at the moments last.pt is written (no extra sync per epoch for it)."""
+        if not self.is_main:
+            return
         self._flush_losses()
         self._check_finite_params()
         path = self.p.run.best_ckpt if kind == "best" else self.p.run.last_ckpt
@@ -505,7 +558,7 @@ class Trainer:
             "steps": self.step,
             "epochs": self.epoch,
             "duration_s": round(elapsed, 3),
-            "samples_per_s": round(self.step * self.p.data.batch_size / max(elapsed, 1e-9), 1),
+            "samples_per_s": round(self.step * self.global_batch / max(elapsed, 1e-9), 1),
         }
         if "accuracy" in self.last_metrics:
             out["test_accuracy"] = self.last_metrics["accuracy"]
@@ -556,7 +609,7 @@ class Trainer:
             total_steps=self.total_steps,
             total_epochs=self.total_epochs,
             steps_per_epoch=self.steps_per_epoch,
-            batch_size=p.data.batch_size,
+            batch_size=self.global_batch,
             start_step=self.step,
             start_epoch=self.epoch,
             lr=self.lr(),

@@ -1,0 +1,91 @@
+"""One process of a distributed run, as started by torchrun:
+
+    python -m torch.distributed.run --nproc-per-node N -m engine.dist_worker JOB.json
+
+Rank 0 prepares the run directory and broadcasts where it is (or why it could not);
+every rank builds the same seeded model, wraps it in DistributedDataParallel and trains
+its share of each global batch (engine/distributed.py has the conventions). A rank that
+fails writes its reason beside the job file and exits non-zero, so torchrun ends the
+others; the launcher (engine/launch.py) then marks the run failed.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+from pathlib import Path
+
+from engine.errors import TorchdeckError
+
+
+def main(job_path: str) -> int:
+    import torch.distributed as dist
+    from torch.nn.parallel import DistributedDataParallel
+
+    from engine.console import ConsolePrinter
+    from engine.distributed import NullRunDir, ShardedData, init_from_env, per_rank_batch
+    from engine.session import PreparedRun, build_parts, prepare_run
+    from engine.trainer import Trainer
+    from engine.worker import watch_control_file
+
+    job = json.loads(Path(job_path).read_text())
+    config = job["config"]
+    ctx, device = init_from_env(config["train"]["device"])
+    config["train"]["device"] = device
+    error_file = Path(f"{job_path}.rank{ctx.rank}.error")
+    try:
+        reply: dict = {}
+        prep = None
+        if ctx.is_main:
+            try:
+                per_rank_batch(config["train"]["batch_size"], ctx.world)
+                prep = prepare_run(config, job.get("runs_dir"))
+                reply = {"run_dir": str(prep.run.path), "run_id": prep.run.id}
+                Path(f"{job_path}.run").write_text(reply["run_dir"])
+            except TorchdeckError as err:
+                reply = {"error": str(err)}
+        reply = ctx.broadcast(reply)
+        if "error" in reply:
+            if ctx.is_main:
+                print(f"torchdeck: {reply['error']}", file=sys.stderr)
+            return 2
+        if prep is None:
+            parts = build_parts(config)
+            prep = PreparedRun(config, *parts, run=NullRunDir(reply["run_dir"], reply["run_id"]))
+        prep.data = ShardedData(prep.data, ctx)
+        device_ids = [ctx.local_rank] if ctx.backend == "nccl" else None
+        prep.train_model = DistributedDataParallel(prep.model, device_ids=device_ids)
+        sinks = []
+        if ctx.is_main:
+            prep.run.meta["run"].update(
+                world_size=ctx.world,
+                backend=ctx.backend,
+                per_process_batch=prep.data.batch_size,
+                batch_convention=(
+                    f"train.batch_size ({prep.data.global_batch}) is the global batch: each of "
+                    f"{ctx.world} processes takes {prep.data.batch_size}; DDP averages the "
+                    "gradients, so the learning rate applies as in one process"
+                ),
+            )
+            prep.run.write_meta()
+            if job.get("print", True):
+                sinks.append(ConsolePrinter())
+        trainer = Trainer(prep, sinks=sinks, dist=ctx)
+        if ctx.is_main:
+            watch_control_file(prep.run.path, trainer.control, threading.Event())
+        result = trainer.run()
+        if result.type == "failed":
+            error_file.write_text(f"rank {ctx.rank}: {result.reason}")
+            return 1
+        return 0
+    except Exception as err:  # report this rank's failure; torchrun ends the other ranks
+        error_file.write_text(f"rank {ctx.rank}: {type(err).__name__}: {err}")
+        return 1
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1]))

@@ -1,0 +1,93 @@
+"""`torchdeck train PRESET --nproc N`: start a distributed run with torchrun and wait for it.
+
+torchrun (torch.distributed.run) starts the N processes and ends them all when one fails;
+afterwards this launcher makes sure run.toml says how the run ended, naming the failed
+rank's error when there is one.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from engine.errors import RunDirError
+from engine.rundir import RunDir
+
+
+def torchrun_command(job_file: Path, nproc: int, dist_args: dict[str, Any]) -> list[str]:
+    cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={nproc}"]
+    if dist_args.get("nnodes", 1) > 1:
+        cmd += [
+            f"--nnodes={dist_args['nnodes']}",
+            f"--node-rank={dist_args.get('node_rank', 0)}",
+            f"--master-addr={dist_args.get('master_addr') or '127.0.0.1'}",
+            f"--master-port={dist_args.get('master_port') or 29500}",
+        ]
+    else:
+        cmd += ["--standalone"]
+    cmd += ["--monitor-interval=0.5", "-m", "engine.dist_worker", str(job_file)]
+    return cmd
+
+
+def launch(
+    config: dict[str, Any],
+    runs_dir: str | None,
+    nproc: int,
+    dist_args: dict[str, Any] | None = None,
+    timeout: float | None = None,
+) -> int:
+    """Run the distributed job in the foreground; returns the exit status for the CLI."""
+    with tempfile.TemporaryDirectory(prefix="torchdeck-job-") as tmp:
+        job_file = Path(tmp) / "job.json"
+        job_file.write_text(json.dumps({"config": config, "runs_dir": runs_dir}))
+        proc = subprocess.run(
+            torchrun_command(job_file, nproc, dist_args or {}),
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=timeout,
+        )
+        run_file = Path(f"{job_file}.run")
+        errors = sorted(Path(tmp).glob("job.json.rank*.error"))
+        reasons = [p.read_text().strip() for p in errors]
+        if not run_file.exists():
+            # rank 0 never made a run folder: a config error it already printed, or a crash
+            tail = [ln for ln in proc.stderr.splitlines() if ln.startswith("torchdeck:")]
+            if tail:
+                print(tail[-1], file=sys.stderr)
+                return 2
+            raise RunDirError(
+                f"the distributed run failed to start: {_summary(proc.stderr, reasons)}"
+            )
+        run = RunDir(Path(run_file.read_text()))
+    return _settle(run, proc, reasons)
+
+
+def _summary(stderr: str, reasons: list[str]) -> str:
+    """The failed ranks as torchrun reports them (exit codes; -N is a signal), then what
+    each rank wrote about its own failure."""
+    parts = []
+    for rank, code in re.findall(r"rank\s*:\s*(\d+).*?\n.*?exitcode\s*:\s*(-?\d+)", stderr, re.S):
+        why = f"killed by signal {code[1:]}" if code.startswith("-") else f"exit code {code}"
+        parts.append(f"rank {rank} ended ({why})")
+    parts += [r.splitlines()[0][:300] for r in reasons]
+    if parts:
+        return "; ".join(dict.fromkeys(parts))
+    lines = [ln for ln in stderr.splitlines() if ln.strip()]
+    return lines[-1] if lines else "unknown error"
+
+
+def _settle(run: RunDir, proc: subprocess.CompletedProcess, reasons: list[str]) -> int:
+    meta = run.read_meta()
+    status = meta["run"].get("status")
+    if proc.returncode == 0 and status not in ("running", "paused"):
+        return 0 if status in ("finished", "stopped") else 3
+    reason = _summary(proc.stderr, reasons)
+    meta.setdefault("summary", {})["reason"] = reason
+    run.update("failed", summary=meta["summary"])
+    print(f"torchdeck: run {run.id} failed: {reason}", file=sys.stderr)
+    return 1
