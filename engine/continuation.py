@@ -67,6 +67,8 @@ def prepare_resume(
             config["optim"]["lr"] = ckpt["config"]["optim"]["lr"]
     _check_not_done(run, ckpt, config)
     device, data, model, optimizer, loss_fn = build_parts(config)
+    for leftover in run.checkpoints.glob(".*.tmp"):  # a write cut short by the crash
+        leftover.unlink(missing_ok=True)
     run.meta["run"]["status"] = "running"
     run.meta["run"].pop("ended", None)
     run.meta["run"]["resumed"] = int(run.meta["run"].get("resumed", 0)) + 1
