@@ -28,7 +28,7 @@ class RunHandle:
     """A run started in this process. Control methods are safe to call from any thread."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        from engine.trainer import Control
+        from engine.control import Control
 
         self._loop = loop
         self.control = Control()
@@ -110,18 +110,22 @@ async def start_run(
     Raises TorchdeckError (ConfigError, DeviceError, DataError, RunDirError) before anything
     is written if the config cannot run here.
     """
-    from engine.session import prepare_run
-    from engine.trainer import Trainer
-
     handle = RunHandle(asyncio.get_running_loop())
-    prep = await asyncio.to_thread(prepare_run, dict(config), runs_dir)
-    handle.run_id, handle.run_dir = prep.run.id, prep.run.path
-    trainer = Trainer(prep, sinks=[handle._sink, *sinks], control=handle.control)
+
+    def prepare():  # importing torch and loading data both happen off the event loop
+        from engine.session import prepare_run
+        from engine.trainer import Trainer
+
+        prep = prepare_run(dict(config), runs_dir)
+        return Trainer(prep, sinks=[handle._sink, *sinks], control=handle.control)
+
+    trainer = await asyncio.to_thread(prepare)
+    handle.run_id, handle.run_dir = trainer.p.run.id, trainer.p.run.path
 
     def target() -> None:
         handle.result = trainer.run()
 
-    handle._thread = threading.Thread(target=target, name=f"torchdeck-{prep.run.id}", daemon=True)
+    handle._thread = threading.Thread(target=target, name=f"torchdeck-{handle.run_id}", daemon=True)
     handle._thread.start()
     return handle
 

@@ -8,44 +8,14 @@ detached worker, or finished long ago. Commands go through the run's control.jso
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-from engine.events import Event, Failed, Finished, event_from_dict
-from engine.rundir import EVENTS_FILE, RunDir
+from engine.events import Event, Failed, Finished
+from engine.rundir import EVENTS_FILE, EventTail, RunDir
 from engine.worker import send_command
 
 TERMINAL = (Finished, Failed)
-
-
-class EventTail:
-    """Incremental reader of events.jsonl: complete lines only, torn or bad lines skipped."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.offset = 0
-        self._partial = b""
-
-    def read_new(self) -> list[Event]:
-        try:
-            with open(self.path, "rb") as fh:
-                fh.seek(self.offset)
-                chunk = fh.read()
-        except FileNotFoundError:
-            return []
-        self.offset += len(chunk)
-        data = self._partial + chunk
-        *lines, self._partial = data.split(b"\n")
-        events = []
-        for line in lines:
-            if not line.strip():
-                continue
-            try:
-                events.append(event_from_dict(json.loads(line)))
-            except (ValueError, KeyError, TypeError):
-                continue
-        return events
 
 
 class FollowHandle:

@@ -177,12 +177,28 @@ class RunDir:
 
     def read_events(self) -> list[Event]:
         """Every complete event; a torn last line (a writer killed mid-line) is ignored."""
-        events = []
+        return EventTail(self.path / EVENTS_FILE).read_new()
+
+
+class EventTail:
+    """Incremental reader of events.jsonl: complete lines only, torn or bad lines skipped."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.offset = 0
+        self._partial = b""
+
+    def read_new(self) -> list[Event]:
         try:
-            text = (self.path / EVENTS_FILE).read_text(encoding="utf-8")
+            with open(self.path, "rb") as fh:
+                fh.seek(self.offset)
+                chunk = fh.read()
         except FileNotFoundError:
             return []
-        for line in text.splitlines():
+        self.offset += len(chunk)
+        *lines, self._partial = (self._partial + chunk).split(b"\n")
+        events = []
+        for line in lines:
             if not line.strip():
                 continue
             try:

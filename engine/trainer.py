@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import copy
 import math
-import queue
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -18,51 +17,13 @@ import torch
 
 from engine import events as ev
 from engine.checkpoint import restore_rng, rng_state, save_checkpoint
+from engine.control import Control
 from engine.diagnose import nothing_learned_message
 from engine.exprs import evaluate
 from engine.session import PreparedRun
 from engine.stats import param_stats, snapshot
 
 Sink = Callable[[ev.Event], None]
-
-
-class Control:
-    """Commands for a running loop, safe to send from any thread."""
-
-    def __init__(self) -> None:
-        self._queue: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
-        self.pending = False
-
-    def send(self, command: str, value: Any = None) -> None:
-        self._queue.put((command, value))
-        self.pending = True
-
-    def pause(self) -> None:
-        self.send("pause")
-
-    def resume(self) -> None:
-        self.send("resume")
-
-    def stop(self) -> None:
-        self.send("stop")
-
-    def set_lr(self, lr: float) -> None:
-        self.send("set_lr", float(lr))
-
-    def drain(self) -> list[tuple[str, Any]]:
-        self.pending = False
-        items = []
-        while True:
-            try:
-                items.append(self._queue.get_nowait())
-            except queue.Empty:
-                return items
-
-    def wait(self, timeout: float) -> tuple[str, Any] | None:
-        try:
-            return self._queue.get(timeout=timeout)
-        except queue.Empty:
-            return None
 
 
 class _Stop(Exception):

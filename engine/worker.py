@@ -69,8 +69,9 @@ def watch_control_file(run_dir: Path, control: Any, stop: threading.Event) -> th
 def prepare_job(job: dict[str, Any]):
     """The trainer for a job: train a config, resume a run, or replay a run."""
     from engine.continuation import prepare_replay, prepare_resume, resumed_trainer
+    from engine.control import Control
     from engine.session import prepare_run
-    from engine.trainer import Control, Trainer
+    from engine.trainer import Trainer
 
     control = Control()
     action = job["action"]

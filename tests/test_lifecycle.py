@@ -39,6 +39,18 @@ def assert_same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) 
         assert torch.equal(a[name], b[name]), name
 
 
+@pytest.fixture
+def workers():
+    """pids of detached workers a test starts; any still alive at the end are killed."""
+    pids: list[int] = []
+    yield pids
+    from engine.rundir import process_alive
+
+    for pid in pids:
+        if process_alive(pid):
+            os.kill(pid, signal.SIGKILL)
+
+
 def wait_until(predicate, timeout: float = 120.0) -> None:
     end = time.monotonic() + timeout
     while not predicate():
@@ -46,7 +58,7 @@ def wait_until(predicate, timeout: float = 120.0) -> None:
         time.sleep(0.1)
 
 
-def test_detached_run_survives_hangup_of_its_starter(tmp_path):
+def test_detached_run_survives_hangup_of_its_starter(tmp_path, workers):
     runs = tmp_path / "runs"
     starter = subprocess.Popen(
         [sys.executable, "-m", "engine.cli", "train", "kink", "--detach",
@@ -64,6 +76,7 @@ def test_detached_run_survives_hangup_of_its_starter(tmp_path):
     run = next(runs.iterdir())
     meta = tomllib.loads((run / "run.toml").read_text())
     worker_pid = meta["run"]["pid"]
+    workers.append(worker_pid)
     assert worker_pid != starter.pid and os.getsid(worker_pid) != starter.pid  # own session
 
     async def follow():
@@ -81,12 +94,13 @@ def test_attach_plain_prints_history_of_a_finished_run(tmp_path, cli):
     assert code == 0 and "finished after 100 steps" in out
 
 
-def test_sigterm_to_a_detached_worker_stops_it_gracefully(tmp_path):
+def test_sigterm_to_a_detached_worker_stops_it_gracefully(tmp_path, workers):
     from engine.presets import resolve_config
     from engine.worker import spawn
 
     config = resolve_config("kink", ["train.epochs=100000"])
     reply = spawn({"action": "train", "config": config, "runs_dir": str(tmp_path)})
+    workers.append(reply["pid"])
     run = Path(reply["run_dir"])
     wait_until(lambda: (run / "events.jsonl").stat().st_size > 2000)
     os.kill(reply["pid"], signal.SIGTERM)
@@ -94,12 +108,13 @@ def test_sigterm_to_a_detached_worker_stops_it_gracefully(tmp_path):
     assert load_checkpoint(run / "checkpoints" / "last.pt")["step"] > 0
 
 
-def test_control_file_pause_resume_set_lr_stop(tmp_path):
+def test_control_file_pause_resume_set_lr_stop(tmp_path, workers):
     from engine.presets import resolve_config
     from engine.worker import spawn
 
     config = resolve_config("kink", ["train.epochs=100000"])
     reply = spawn({"action": "train", "config": config, "runs_dir": str(tmp_path)})
+    workers.append(reply["pid"])
     handle = FollowHandle(reply["run_dir"], poll_s=0.05)
     status = lambda: tomllib.loads((handle.run_dir / "run.toml").read_text())["run"]["status"]  # noqa: E731
     handle.pause()
@@ -192,8 +207,8 @@ def test_kill_and_resume_is_bitwise_identical(tmp_path, cli, preset, sets, where
 
 def test_replay_reapplies_two_live_lr_changes(tmp_path, cli):
     from engine.api import run_sync
+    from engine.control import Control
     from engine.presets import resolve_config
-    from engine.trainer import Control
 
     control = Control()
     seen: list = []

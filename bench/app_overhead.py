@@ -1,0 +1,216 @@
+"""App overhead: what following a run in the app costs the training, and how the app keeps up.
+
+In one process:
+1. throughput (samples/s, from the run's summary) of the same run trained headless with
+   engine.api.start_run (the engine's training thread, as under the app, no app), headless
+   with engine.api.run_sync (main thread), and followed by the app (App.run_test, 120x40,
+   default redraw rate), interleaved for several rounds; median ratios. Cases: the
+   `digits-cnn` preset (the CNN case) and `kink`, both shortened with --set-style overrides.
+2. the loss plot's redraw time with 10^3 and 10^6 steps of history (feed the bounded series,
+   time the render function at the plot's size in a 120x40 terminal).
+3. key latency while training: time from pilot.press to the action's handler running,
+   pressing a plot toggle every 0.25 s during a kink run followed by the app.
+
+    .venv/bin/python bench/app_overhead.py [--rounds 3] [--quick]
+
+Targets: app/headless >= 0.95 on the CNN and >= 0.90 on kink; redraw < 20 ms at 10^6 steps
+and <= 1.5x its cost at 10^3; keys handled within 100 ms while training.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from engine.presets import resolve_config, save_preset
+
+CASES = {
+    # name: (preset, overrides, target ratio)
+    "digits-cnn": ("digits-cnn", {"train.epochs": 25}, 0.95),
+    "kink": ("kink", {"train.epochs": 1500}, 0.90),
+}
+PLOT_SIZE = (76, 17)  # the loss plot's content area in a 120x40 terminal
+
+
+def headless_sync(config: dict[str, Any], runs_dir: Path) -> float:
+    """engine.api.run_sync: trains in the calling (main) thread."""
+    from engine.api import run_sync
+
+    result = run_sync(config, runs_dir)
+    return float(result.summary["samples_per_s"])
+
+
+def headless(config: dict[str, Any], runs_dir: Path) -> float:
+    """engine.api.start_run with no app: trains in the engine's thread, as under the app; an
+    asyncio consumer reads the events. The baseline that isolates what the app costs."""
+    from engine.api import start_run
+
+    async def go() -> float:
+        handle = await start_run(config, runs_dir)
+        async for _ in handle.events():
+            pass
+        handle.join()
+        return float(handle.result.summary["samples_per_s"])
+
+    return asyncio.run(go())
+
+
+async def _follow_in_app(config: dict[str, Any], runs_dir: Path, presets: Path,
+                         press_every_s: float | None = None) -> tuple[float, list[float]]:
+    """Run `config` from the app (select it, press s) until it ends; (samples/s, latencies)."""
+    import textual.app
+    import textual.pilot
+
+    from tui.app import make_app
+
+    async def short_wait(min_sleep: float = 0.0, max_sleep: float = 1.0) -> None:
+        # Pilot otherwise waits up to 1 s per key for the process to look idle, which it never
+        # does while training; that wait is the test harness's, not the app's
+        await asyncio.sleep(0.01)
+
+    textual.pilot.wait_for_idle = short_wait
+    textual.app.wait_for_idle = short_wait
+    name = config["name"]
+    save_preset(config, presets / f"{name}.toml")
+    app = make_app(runs_dir=runs_dir, preset_dirs=[presets])
+    latencies: list[float] = []
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.pause()
+        assert app.query_one("PresetsPane").select(name)
+        await pilot.pause()
+        await pilot.press("s")
+        while app.handle is None or app.handle.alive:
+            if press_every_s is not None and app.run_state.state == "running":
+                before = len(app.key_log)
+                t0 = time.perf_counter()
+                await pilot.press("g")
+                if len(app.key_log) > before:
+                    latencies.append(app.key_log[before][1] - t0)
+                await asyncio.sleep(press_every_s)
+            else:
+                await asyncio.sleep(0.05)
+        await asyncio.sleep(0.3)
+        app.tick()
+        result = app.handle.result
+    if result is None or result.type != "finished":
+        raise SystemExit(f"app-followed run did not finish: {result}")
+    return float(result.summary["samples_per_s"]), latencies
+
+
+def followed(config: dict[str, Any], runs_dir: Path, presets: Path) -> float:
+    return asyncio.run(_follow_in_app(config, runs_dir, presets))[0]
+
+
+def bench_throughput(rounds: int, quick: bool, tmp: Path) -> None:
+    print(f"== throughput: headless vs followed by the app ({rounds} rounds, interleaved)")
+    presets = tmp / "presets"
+    presets.mkdir()
+    for case, (preset, overrides, target) in CASES.items():
+        if quick:
+            overrides = {k: max(1, v // 3) for k, v in overrides.items()}
+        config = resolve_config(preset, overrides)
+        config["name"] = f"bench-{case}"
+        ratios, sync_ratios, heads, syncs, apps = [], [], [], [], []
+        # warm-up round, not counted: first convolutions, first app start, data caches
+        headless(config, tmp / "runs")
+        followed(config, tmp / "runs", presets)
+        fns = [headless, headless_sync, followed]
+        for r in range(rounds):
+            got = {}
+            for fn in fns[r % 3:] + fns[: r % 3]:  # rotate the order each round
+                args = (config, tmp / "runs") if fn is not followed else (config, tmp / "runs",
+                                                                           presets)
+                got[fn.__name__] = fn(*args)
+            heads.append(got["headless"])
+            syncs.append(got["headless_sync"])
+            apps.append(got["followed"])
+            ratios.append(got["followed"] / got["headless"])
+            sync_ratios.append(got["followed"] / got["headless_sync"])
+        ratio = statistics.median(ratios)
+        ok = "ok" if ratio >= target else "BELOW TARGET"
+        sets = " ".join(f"--set {k}={v}" for k, v in overrides.items())
+        print(f"{case} ({sets}), samples/s, median of {rounds}:")
+        print(f"  headless start_run {statistics.median(heads):9.1f}   (engine thread, no app)")
+        print(f"  headless run_sync  {statistics.median(syncs):9.1f}   (main thread, no app)")
+        print(f"  followed by app    {statistics.median(apps):9.1f}")
+        print(f"  app / start_run = {ratio:.3f} (rounds {', '.join(f'{x:.3f}' for x in ratios)};"
+              f" target >= {target}) {ok}")
+        print(f"  app / run_sync  = {statistics.median(sync_ratios):.3f} (rounds "
+              f"{', '.join(f'{x:.3f}' for x in sync_ratios)}; includes training in a thread)")
+
+
+def bench_redraw() -> None:
+    from tui.panes.loss_plot import LossModel
+    from tui.plotting import warm_up
+
+    warm_up()
+    print(f"== loss plot redraw at {PLOT_SIZE[0]}x{PLOT_SIZE[1]} cells (median of 30)")
+    results = {}
+    for steps in (10**3, 10**6):
+        model = LossModel()
+        model.add_val(1, 1.0)
+        chunk = 1000
+        for first in range(1, steps + 1, chunk):
+            model.add_losses(first, tuple(1.0 / (1 + (first + i) / 1000) for i in range(chunk)))
+            if first % 50_000 == 1:
+                model.add_val(first, 1.0 / (1 + first / 1000))
+        times = {}
+        for view in ("whole run", "recent window"):
+            model.recent_only = view == "recent window"
+            samples = []
+            for _ in range(30):
+                model.version += 1
+                t0 = time.perf_counter()
+                model.render(*PLOT_SIZE)
+                samples.append(time.perf_counter() - t0)
+            times[view] = statistics.median(samples) * 1000
+        results[steps] = times["whole run"]
+        print(f"{steps:>9,} steps: whole run {times['whole run']:.1f} ms, "
+              f"recent window {times['recent window']:.1f} ms "
+              f"(series buckets {len(model.train)}, bucket width {model.train.width})")
+    ratio = results[10**6] / results[10**3]
+    ok = "ok" if results[10**6] < 20 and ratio <= 1.5 else "BELOW TARGET"
+    print(f"10^6 / 10^3 redraw cost: {ratio:.2f}x (targets: < 20 ms, <= 1.5x) {ok}")
+
+
+def bench_keys(tmp: Path, quick: bool) -> None:
+    print("== key latency while training (kink, a plot toggle pressed every 0.25 s)")
+    config = resolve_config("kink", {"train.epochs": 300 if quick else 1000})
+    config["name"] = "bench-keys"
+    presets = tmp / "key-presets"
+    presets.mkdir()
+    _, lat = asyncio.run(_follow_in_app(config, tmp / "runs", presets, press_every_s=0.25))
+    if not lat:
+        print("no key presses landed during the run")
+        return
+    lat_ms = sorted(x * 1000 for x in lat)
+    p95 = lat_ms[min(len(lat_ms) - 1, int(0.95 * len(lat_ms)))]
+    ok = "ok" if lat_ms[-1] < 100 else "BELOW TARGET"
+    print(f"{len(lat_ms)} presses: median {statistics.median(lat_ms):.1f} ms, p95 {p95:.1f} ms, "
+          f"max {lat_ms[-1]:.1f} ms (target < 100 ms) {ok}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--quick", action="store_true", help="shorter runs, one round")
+    args = parser.parse_args()
+    rounds = 1 if args.quick else args.rounds
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        # warm up: torch import, first-run costs, plotext import
+        headless(resolve_config("kink", {"train.epochs": 5}), tmp / "runs")
+        bench_throughput(rounds, args.quick, tmp)
+        bench_redraw()
+        bench_keys(tmp, args.quick)
+    print(f"(bench took {time.perf_counter() - start:.0f} s)")
+
+
+if __name__ == "__main__":
+    main()

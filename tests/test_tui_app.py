@@ -1,0 +1,268 @@
+"""Pilot tests of the app against a fake engine: form, presets, controls, errors, quitting."""
+
+from __future__ import annotations
+
+import pytest
+from textual.widgets import Button, Input, OptionList, Select, Static
+
+from engine.errors import DeviceError
+from tui.app import make_app
+from tui.panes.inspector import Inspector, ParamTable
+from tui.panes.loss_plot import LossPlot
+from tui.panes.params_form import ParamsForm
+from tui.panes.presets import PresetsPane
+from tui_fakes import FakeEngine
+
+SIZE = (120, 40)
+
+
+@pytest.fixture(autouse=True)
+def _user_dir(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+
+
+def _app(tmp_path, **kwargs):
+    engine = kwargs.pop("engine", None) or FakeEngine()
+    return make_app(runs_dir=tmp_path / "runs", engine=engine, clock=lambda: 100.0,
+                    tick_s=kwargs.pop("tick_s", 60.0), background_delay_s=0.0,
+                    **kwargs), engine
+
+
+async def _ready(pilot) -> None:
+    await pilot.pause()
+    await pilot.app.workers.wait_for_complete()
+    await pilot.pause()
+
+
+async def _start(pilot) -> None:
+    await pilot.press("s")
+    await pilot.app.workers.wait_for_complete()
+    pilot.app.tick()
+    await pilot.pause()
+
+
+def _errors(app) -> str:
+    return str(app.query_one("#form-errors", Static).render())
+
+
+async def test_presets_listed_with_broken_one_marked(tmp_path):
+    app, _ = _app(tmp_path)
+    async with app.run_test(size=SIZE) as pilot:
+        await _ready(pilot)
+        pane = app.query_one(PresetsPane)
+        assert [p.name for p in pane.presets] == ["line", "digits", "broken"]
+        labels = [str(app.query_one(OptionList).get_option_at_index(i).prompt) for i in range(3)]
+        assert "broken" in labels[2] and "✗" in labels[2]
+        pane.select("broken")
+        await pilot.pause()
+        detail = str(app.query_one("#preset-detail", Static).render())
+        assert "expected a number > 0" in detail
+        assert app.query_one("#start-button", Button).disabled
+        assert app.check_action("start", ()) is None  # shown, but disabled
+        await pilot.press("s")  # disabled: no run, no crash, and the form says why
+        await pilot.pause()
+        assert app.handle is None
+        assert "Start disabled: the selected preset is broken" in _errors(app)
+        pane.select("digits")  # the other presets still work
+        await pilot.pause()
+        assert not app.query_one("#start-button", Button).disabled
+        assert str(app.query_one("#f-loss", Select).value) == "cross_entropy"
+
+
+async def test_invalid_field_disables_start_and_says_why(tmp_path):
+    app, engine = _app(tmp_path)
+    async with app.run_test(size=SIZE) as pilot:
+        await _ready(pilot)
+        lr = app.query_one("#f-lr", Input)
+        lr.value = "-1"
+        await pilot.pause()
+        assert app.query_one("#start-button", Button).disabled
+        assert "lr: expected a number > 0" in _errors(app)
+        assert lr.has_class("-bad")
+        lr.value = "abc"
+        await pilot.pause()
+        assert "got 'abc'" in _errors(app)
+        await pilot.press("s")
+        await pilot.pause()
+        assert engine.started == []
+        lr.value = "0.05"
+        app.query_one("#f-batch", Input).value = "0"
+        await pilot.pause()
+        assert "batch size: expected an integer >= 1" in _errors(app)
+        app.query_one("#f-batch", Input).value = "2"
+        await pilot.pause()
+        assert not app.query_one("#start-button", Button).disabled
+        assert "lr=0.05" in _errors(app) and "batch_size=2" in _errors(app)
+
+
+async def test_optimiser_switch_and_cross_field_errors(tmp_path):
+    app, engine = _app(tmp_path)
+    async with app.run_test(size=SIZE) as pilot:
+        await _ready(pilot)
+        app.query_one("#f-optim", Select).value = "adam"  # the preset has momentum 0.9
+        await pilot.pause()
+        form = app.query_one(ParamsForm)
+        assert form.config is not None, form.errors
+        assert form.config["optim"]["name"] == "adam"
+        assert form.config["optim"]["momentum"] == 0.0
+        assert app.query_one("#f-momentum", Input).disabled
+        app.query_one("#f-unit", Select).value = "steps"
+        app.query_one("#f-length", Input).value = "123"
+        await pilot.pause()
+        assert form.config["train"]["steps"] == 123 and form.config["train"]["epochs"] == 0
+
+
+async def test_device_list_comes_from_the_worker(tmp_path):
+    app, _ = _app(tmp_path, engine=FakeEngine(devices=["cpu", "cuda:0", "cuda:1"]))
+    async with app.run_test(size=SIZE) as pilot:
+        await _ready(pilot)
+        select = app.query_one("#f-device", Select)
+        values = [value for _, value in select._options]
+        assert values == ["auto", "cpu", "cuda:0", "cuda:1"]
+        select.value = "cuda:1"
+        await pilot.pause()
+        await _start(pilot)
+        assert app.engine.started[-1]["train"]["device"] == "cuda:1"
+
+
+async def test_fake_run_pause_resume_stop_and_lr(tmp_path):
+    app, engine = _app(tmp_path)
+    async with app.run_test(size=SIZE) as pilot:
+        await _ready(pilot)
+        app.query_one("#f-lr", Input).value = "0.02"
+        await pilot.pause()
+        await _start(pilot)
+        assert engine.started[0]["optim"]["lr"] == 0.02
+        assert app.run_state.state == "running"
+        assert app.run_state.step == 400
+        assert app.query_one(LossPlot).model.train.total == 400
+        assert app.query_one(ParamTable).row_count == 3
+        status = str(app.query_one("#status", Static).render())
+        assert "step 400/500" in status and "ETA 0:01" in status and "ckpt 0:00 ago" in status
+        handle = engine.handles[0]
+        await pilot.press("p")
+        app.tick()
+        await pilot.pause()
+        assert app.run_state.state == "paused"
+        await pilot.press("r")
+        app.tick()
+        await pilot.pause()
+        assert app.run_state.state == "running"
+        await pilot.press("l")
+        await pilot.pause()
+        app.screen.query_one("#lr-input", Input).value = "nope"
+        await pilot.press("enter")
+        await pilot.pause()
+        assert "expected a number" in str(app.screen.query_one("#lr-error", Static).render())
+        app.screen.query_one("#lr-input", Input).value = "0.005"
+        await pilot.press("enter")
+        app.tick()
+        await pilot.pause()
+        assert ("set_lr", 0.005) in handle.calls
+        assert app.run_state.lr == 0.005
+        await pilot.press("x")
+        app.tick()
+        await pilot.pause()
+        assert app.run_state.state == "stopped"
+        assert [c for c, _ in handle.calls] == ["pause", "resume", "set_lr", "stop"]
+        assert app.check_action("start", ())  # a new run may start
+
+
+async def test_inspector_marks_dead_units_and_shows_values(tmp_path):
+    app, _ = _app(tmp_path)
+    async with app.run_test(size=SIZE) as pilot:
+        await _ready(pilot)
+        await _start(pilot)
+        table = app.query_one(ParamTable)
+        assert table.dead == [False, False, True]
+        lines = table.render().split("\n")
+        assert "1.weight" in lines[3].plain and "red" in str(lines[3].spans[0].style)
+        assert not any("red" in str(span.style) for span in lines[1].spans)
+        table.focus()
+        await pilot.press("down")
+        await pilot.pause()
+        detail = str(app.query_one("#param-info", Static).render())
+        assert "0.bias" in detail and "values: 0.8" in detail
+        await pilot.click(ParamTable, offset=(3, 3))
+        await pilot.pause()
+        assert table.cursor == 2
+        detail = str(app.query_one("#param-info", Static).render())
+        assert "dead" in detail and "values:" not in detail
+        assert app.query_one(Inspector).step == 400
+
+
+async def test_plot_toggles(tmp_path):
+    app, _ = _app(tmp_path)
+    async with app.run_test(size=SIZE) as pilot:
+        await _ready(pilot)
+        await _start(pilot)
+        plot = app.query_one(LossPlot)
+        before = plot.model.version
+        await pilot.press("g", "v", "m")
+        await pilot.pause()
+        assert plot.model.log_y and plot.model.recent_only and plot.model.smoothing == 0.9
+        assert plot.model.version > before
+        assert "log" in plot.border_title and "last 2000" in plot.border_title
+
+
+async def test_start_failure_is_a_message_not_a_traceback(tmp_path):
+    engine = FakeEngine(fail_start=DeviceError("--device cuda:3: there is no cuda:3 here"))
+    app, _ = _app(tmp_path, engine=engine)
+    async with app.run_test(size=SIZE) as pilot:
+        await _ready(pilot)
+        await _start(pilot)
+        assert app.run_state.state == "failed"
+        assert "there is no cuda:3 here" in app.message
+        assert "there is no cuda:3" in str(app.query_one("#status", Static).render())
+        assert app.is_running  # still alive and usable
+        assert app.check_action("start", ())
+
+
+async def test_quit_with_a_run_asks_then_stops_and_quits(tmp_path):
+    app, engine = _app(tmp_path)
+    async with app.run_test(size=SIZE) as pilot:
+        await _ready(pilot)
+        await _start(pilot)
+        await pilot.press("q")
+        await pilot.pause()
+        assert app.screen.query_one("#quit-detach", Button).disabled
+        await pilot.click("#quit-cancel")
+        await pilot.pause()
+        assert app.is_running and engine.handles[0].calls == []
+        await pilot.press("q")
+        await pilot.pause()
+        await pilot.click("#quit-stop")
+        await pilot.pause()
+        assert ("stop", None) in engine.handles[0].calls
+        app.tick()
+        await pilot.pause()
+    assert app.return_code == 0
+
+
+async def test_save_as_preset_writes_user_file(tmp_path):
+    app, _ = _app(tmp_path)
+    async with app.run_test(size=SIZE) as pilot:
+        await _ready(pilot)
+        app.query_one("#f-lr", Input).value = "0.5"
+        await pilot.pause()
+        await pilot.press("w")
+        await pilot.pause()
+        app.screen.query_one("#name-input", Input).value = "my-line"
+        await pilot.press("enter")
+        await pilot.pause()
+    saved = tmp_path / "config" / "torchdeck" / "presets" / "my-line.toml"
+    assert saved.is_file()
+    assert "lr = 0.5" in saved.read_text()
+
+
+async def test_command_palette_lists_run_controls(tmp_path):
+    app, _ = _app(tmp_path)
+    async with app.run_test(size=SIZE) as pilot:
+        await _ready(pilot)
+        titles = [c.title for c in app.get_system_commands(app.screen)]
+        assert "Start run" in titles and "Pause run" not in titles
+        await _start(pilot)
+        titles = [c.title for c in app.get_system_commands(app.screen)]
+        assert {"Pause run", "Stop run", "Change learning rate"} <= set(titles)
+        ids = {b.id for b in app.BINDINGS}
+        assert {"start", "pause", "resume", "stop", "set-lr", "quit"} <= ids

@@ -1,0 +1,169 @@
+"""A fake engine for the app's tests: fixed presets and a fixed, deterministic event stream.
+
+No torch, no threads, no timing: what the app shows depends only on these values.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+from engine import events as ev
+from engine.presets import PresetInfo
+from engine.schema import validate
+
+FAKE_PRESETS = {
+    "line": {
+        "name": "line",
+        "title": "Line: fit y = 2x + 1",
+        "description": "A fake 1-D regression preset for the app's tests.",
+        "task": "regression",
+        "data": {"source": "fixed", "x": [0.0, 1.0, 2.0], "y": [1.0, 3.0, 5.0]},
+        "model": {"layers": [{"type": "Linear", "in_features": 1, "out_features": 1}]},
+        "optim": {"name": "sgd", "lr": 0.01, "momentum": 0.9},
+        "train": {"epochs": 50, "batch_size": 3, "loss": "mse", "seed": 0},
+    },
+    "digits": {
+        "name": "digits",
+        "title": "Digits: a fake classifier",
+        "description": "A fake classification preset for the app's tests.",
+        "task": "classification",
+        "data": {"source": "digits"},
+        "model": {"layers": [{"type": "Linear", "in_features": 64, "out_features": 10}]},
+        "optim": {"name": "adam", "lr": 0.001},
+        "train": {"epochs": 5, "batch_size": 32, "loss": "cross_entropy", "seed": 0},
+        "eval": {},
+    },
+}
+
+
+def fake_presets() -> list[PresetInfo]:
+    out = [
+        PresetInfo(name=name, path=Path(f"/presets/{name}.toml"), title=raw["title"],
+                   task=raw["task"], description=raw["description"], builtin=True,
+                   config=validate(raw))
+        for name, raw in FAKE_PRESETS.items()
+    ]
+    out.append(PresetInfo(name="broken", path=Path("/presets/broken.toml"), builtin=False,
+                          error="/presets/broken.toml: [optim] lr: expected a number > 0, "
+                                "got a string 'fast'"))
+    return out
+
+
+def _stat(name: str, shape: tuple[int, ...], mean: float, grad: float | None,
+          dead: float | None = None) -> ev.ParamStat:
+    numel = math.prod(shape) if shape else 1
+    values = tuple(round(mean + 0.1 * i, 3) for i in range(numel)) if numel <= 16 else None
+    return ev.ParamStat(
+        name=name, shape=shape, numel=numel, mean=mean, std=0.25, min=mean - 0.5,
+        max=mean + 0.5, grad_norm=grad, update_ratio=1e-3 if grad else 0.0, zero_frac=0.0,
+        dead_frac=dead, values=values,
+        hist_counts=tuple(int(10 * math.exp(-((i - 9.5) / 4) ** 2)) for i in range(20)),
+        hist_edges=(mean - 0.5, mean + 0.5),
+    )
+
+
+def fake_events(run_dir: str, config: dict[str, Any], steps: int = 400) -> list[ev.Event]:
+    """A run halfway through: 40 epochs of 10 steps out of 50 epochs."""
+    spe = 10
+    out: list[ev.Event] = [
+        ev.RunStarted(run_id="20250101-000000-line", preset=config["name"], run_dir=run_dir,
+                      device="cpu", task=config["task"], total_steps=500, total_epochs=50,
+                      steps_per_epoch=spe, batch_size=3, lr=config["optim"]["lr"],
+                      config=config, param_shapes={"0.weight": [1, 1], "0.bias": [1]})
+    ]
+    for first in range(1, steps + 1, 50):
+        losses = tuple(4.0 * math.exp(-s / 80) + 0.05 * math.sin(s) ** 2 + 0.01
+                       for s in range(first, first + 50))
+        out.append(ev.StepMetrics(first_step=first, epoch=(first - 1) // spe + 1, losses=losses,
+                                  lr=config["optim"]["lr"], elapsed_s=first / 100,
+                                  samples_per_s=300.0, steps_per_s=100.0))
+        epoch = (first + 49) // spe
+        metrics = {"accuracy": min(0.99, 0.5 + epoch / 100)} if config["task"] == \
+            "classification" else {}
+        out.append(ev.EpochEnd(epoch=epoch, step=first + 49, train_loss=losses[-1],
+                               val_loss=losses[-1] * 1.2, metrics=metrics))
+    out.append(ev.CheckpointSaved(step=steps, epoch=steps // spe, kind="last",
+                                  path=f"{run_dir}/checkpoints/last.pt"))
+    out.append(ev.ParamStats(step=steps, params=(
+        _stat("0.weight", (1, 1), 1.9, 0.12),
+        _stat("0.bias", (1,), 0.8, 0.05),
+        _stat("1.weight", (8, 4), 0.0, 0.0, dead=0.25),
+    )))
+    if config["task"] == "regression":
+        xs = tuple(float(x) for x in range(-10, 10))
+        out.append(ev.FitSnapshot(step=steps, x=xs, y=tuple(max(0.0, 2 * x + 1) for x in xs),
+                                  y_pred=tuple(max(0.0, 1.9 * x + 0.8) for x in xs)))
+    return out
+
+
+class FakeHandle:
+    def __init__(self, run_dir: Path, events: list[ev.Event]) -> None:
+        self.run_id = run_dir.name
+        self.run_dir = run_dir
+        self._buffer = list(events)
+        self.calls: list[tuple[str, Any]] = []
+        self.step = max((getattr(e, "step", 0) for e in events), default=0)
+        self.lr = 0.01
+        self.finished = False
+
+    @property
+    def alive(self) -> bool:
+        return not self.finished
+
+    def drain(self) -> list[ev.Event]:
+        out, self._buffer = self._buffer, []
+        return out
+
+    def pause(self) -> None:
+        self.calls.append(("pause", None))
+        self._buffer.append(ev.Paused(step=self.step))
+
+    def resume(self) -> None:
+        self.calls.append(("resume", None))
+        self._buffer.append(ev.Resumed(step=self.step))
+
+    def stop(self) -> None:
+        self.calls.append(("stop", None))
+        self._buffer.append(ev.Finished(status="stopped", step=self.step,
+                                        summary={"final_loss": 0.0123}))
+        self.finished = True
+
+    def set_lr(self, lr: float) -> None:
+        self.calls.append(("set_lr", lr))
+        self._buffer.append(ev.HparamChanged(step=self.step, key="optim.lr", old=self.lr, new=lr))
+        self.lr = lr
+
+    def join(self, timeout: float | None = None) -> None:
+        pass
+
+
+class FakeEngine:
+    """Presets from FAKE_PRESETS; `start` returns a FakeHandle replaying `fake_events`."""
+
+    def __init__(self, devices: list[str] | None = None, fail_start: Exception | None = None,
+                 events: Any = None) -> None:
+        self._devices = devices or ["cpu"]
+        self.fail_start = fail_start
+        self.events = events or fake_events
+        self.handles: list[FakeHandle] = []
+        self.started: list[dict[str, Any]] = []
+
+    def presets(self, extra_dirs: Any) -> list[PresetInfo]:
+        return fake_presets()
+
+    def devices(self) -> list[str]:
+        return list(self._devices)
+
+    def device_memory(self, device: str) -> str:
+        return "1.0/80.0 GiB" if device.startswith("cuda") else ""
+
+    async def start(self, config: dict[str, Any], runs_dir: Any) -> FakeHandle:
+        if self.fail_start is not None:
+            raise self.fail_start
+        self.started.append(config)
+        run_dir = Path(runs_dir or "runs") / "20250101-000000-line"
+        handle = FakeHandle(run_dir, self.events(str(run_dir), config))
+        self.handles.append(handle)
+        return handle

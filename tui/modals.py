@@ -1,0 +1,123 @@
+"""Small dialogs: change the learning rate, name a new preset, what to do with a run on quit."""
+
+from __future__ import annotations
+
+import math
+import re
+
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.screen import ModalScreen
+from textual.widgets import Button, Input, Label, Static
+
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+class _Dialog(ModalScreen):
+    BINDINGS = [Binding("escape", "cancel", "Cancel", id="dialog-cancel")]
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)
+
+
+class LrDialog(_Dialog):
+    """Asks for a new learning rate; dismisses with the float, or None."""
+
+    def __init__(self, current: float) -> None:
+        super().__init__()
+        self.current = current
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="dialog"):
+            yield Label(f"New learning rate (now {self.current:.6g})")
+            yield Input(value=f"{self.current:.6g}", id="lr-input", compact=True)
+            yield Static("", id="lr-error", classes="dialog-error")
+            with Horizontal(classes="dialog-buttons"):
+                yield Button("Set", id="lr-ok", variant="primary", compact=True)
+                yield Button("Cancel", id="lr-cancel", compact=True)
+
+    def _value(self) -> float | None:
+        text = self.query_one("#lr-input", Input).value.strip()
+        error = self.query_one("#lr-error", Static)
+        try:
+            value = float(text)
+        except ValueError:
+            error.update(f"expected a number > 0, got {text!r}")
+            return None
+        if not math.isfinite(value) or value <= 0:
+            error.update(f"expected a number > 0, got {text}")
+            return None
+        return value
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        event.stop()
+        self._submit()
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        event.stop()
+        if event.button.id == "lr-ok":
+            self._submit()
+        else:
+            self.dismiss(None)
+
+    def _submit(self) -> None:
+        value = self._value()
+        if value is not None:
+            self.dismiss(value)
+
+
+class SavePresetDialog(_Dialog):
+    """Asks for a file name for the edited preset; dismisses with the name, or None."""
+
+    def __init__(self, suggestion: str, folder: str, taken: set[str]) -> None:
+        super().__init__()
+        self.suggestion = suggestion
+        self.folder = folder
+        self.taken = taken
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="dialog"):
+            yield Label(f"Save as a new preset in {self.folder}")
+            yield Input(value=self.suggestion, id="name-input", compact=True)
+            yield Static("", id="name-error", classes="dialog-error")
+            with Horizontal(classes="dialog-buttons"):
+                yield Button("Save", id="name-ok", variant="primary", compact=True)
+                yield Button("Cancel", id="name-cancel", compact=True)
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        event.stop()
+        self._submit()
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        event.stop()
+        if event.button.id == "name-ok":
+            self._submit()
+        else:
+            self.dismiss(None)
+
+    def _submit(self) -> None:
+        name = self.query_one("#name-input", Input).value.strip()
+        error = self.query_one("#name-error", Static)
+        if not NAME_RE.match(name):
+            error.update("letters, digits, '-', '_' and '.' only")
+        elif name in self.taken:
+            error.update(f"a preset named {name!r} exists already")
+        else:
+            self.dismiss(name)
+
+
+class QuitDialog(_Dialog):
+    """A run is in progress: dismisses with 'stop' (stop it gracefully, then quit) or None."""
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="dialog"):
+            yield Label("A run is in progress. What should happen to it?")
+            with Horizontal(classes="dialog-buttons"):
+                yield Button("Stop it and quit", id="quit-stop", variant="error", compact=True)
+                yield Button("Detach (later)", id="quit-detach", disabled=True, compact=True)
+                yield Button("Cancel", id="quit-cancel", compact=True)
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        event.stop()
+        self.dismiss("stop" if event.button.id == "quit-stop" else None)

@@ -1,0 +1,231 @@
+"""The parameter inspector: one row per parameter tensor, live; the highlighted row's histogram
+and (for tensors of at most 16 elements) its values. Dead units and zero gradients in red."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Container, Horizontal, VerticalScroll
+from textual.events import Click
+from textual.message import Message
+from textual.reactive import reactive
+from textual.widget import Widget
+from textual.widgets import Static
+
+COLUMNS = (
+    ("name", "name"),
+    ("shape", "shape"),
+    ("mean", "mean"),
+    ("std", "std"),
+    ("min", "min"),
+    ("max", "max"),
+    ("grad", "grad‖"),
+    ("ratio", "upd/w"),
+    ("zeros", "zero"),
+    ("dead", "dead"),
+)
+BARS = " ▁▂▃▄▅▆▇█"
+
+
+def num(value: float | None) -> str:
+    if value is None:
+        return "–"
+    if value == 0:
+        return "0"
+    if 1e-3 <= abs(value) < 1e5:
+        return f"{value:.3g}"
+    mantissa, _, exponent = f"{value:.1e}".partition("e")
+    return f"{mantissa}e{int(exponent)}"  # '-4.2e-6': narrow columns fit 120 cells
+
+
+def pct(value: float | None) -> str:
+    return "–" if value is None else f"{100 * value:.0f}%"
+
+
+def is_dead(stat: Any) -> bool:
+    return bool(stat.dead_frac) or stat.grad_norm == 0.0
+
+
+def row_cells(stat: Any) -> list[str]:
+    shape = "×".join(str(d) for d in stat.shape) or "scalar"
+    return [stat.name, shape, num(stat.mean), num(stat.std), num(stat.min), num(stat.max),
+            num(stat.grad_norm), num(stat.update_ratio), pct(stat.zero_frac),
+            pct(stat.dead_frac)]
+
+
+def histogram(counts: tuple[int, ...], edges: tuple[float, float], rows: int = 4,
+              bin_width: int = 2) -> Text:
+    """Vertical bars, `rows` cells tall, `bin_width` columns per bin, the value range below."""
+    text = Text()
+    if not counts:
+        return text
+    top = max(counts) or 1
+    levels = [round(c / top * rows * 8) for c in counts]
+    for r in range(rows, 0, -1):
+        line = ""
+        for level in levels:
+            part = min(8, max(0, level - (r - 1) * 8))
+            line += BARS[part] * bin_width
+        text.append(line + "\n", style="cyan")
+    lo, hi = edges
+    width = bin_width * len(counts)
+    text.append(num(lo).ljust(width // 2) + num(hi).rjust(width - width // 2), style="dim")
+    return text
+
+
+def info(stat: Any) -> Text:
+    """Name, size, why it is dead, and the values themselves for small tensors."""
+    text = Text()
+    text.append(stat.name, style="bold red" if is_dead(stat) else "bold")
+    shape = "×".join(str(d) for d in stat.shape) or "scalar"
+    text.append(f"  {shape}, {stat.numel:,} values", style="dim")
+    if is_dead(stat):
+        why = (f"{100 * stat.dead_frac:.0f}% of units get no gradient" if stat.dead_frac
+               else "gradient is exactly 0")
+        text.append(f"\n{why} (dead)", style="red")
+    if stat.values is not None:
+        text.append("\nvalues: ", style="dim")
+        text.append(", ".join(f"{v:.6g}" for v in stat.values))
+    return text
+
+
+class ParamTable(Widget, can_focus=True):
+    """The rows as one Text: far cheaper to redraw every second than a DataTable (which renders
+    each cell through Rich), and a redraw here is time taken from a training loop that shares
+    the GIL with the app."""
+
+    BINDINGS = [
+        Binding("up", "move(-1)", "Up", show=False, id="param-up"),
+        Binding("down", "move(1)", "Down", show=False, id="param-down"),
+        Binding("home", "move(-1000000)", "First", show=False, id="param-first"),
+        Binding("end", "move(1000000)", "Last", show=False, id="param-last"),
+    ]
+    cursor = reactive(0)
+
+    class Highlighted(Message):
+        def __init__(self, row: int) -> None:
+            super().__init__()
+            self.row = row
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.rows: list[list[str]] = []
+        self.dead: list[bool] = []
+        self.widths = [len(label) for _, label in COLUMNS]
+        self.first_row = 0  # first row shown
+
+    @property
+    def row_count(self) -> int:
+        return len(self.rows)
+
+    def set_stats(self, stats: list[Any]) -> None:
+        self.rows = [row_cells(s) for s in stats]
+        self.dead = [is_dead(s) for s in stats]
+        for row in self.rows:  # columns only grow, so numbers do not jump about
+            self.widths = [max(w, len(c)) for w, c in zip(self.widths, row, strict=True)]
+        self.cursor = min(self.cursor, max(0, len(self.rows) - 1))
+        self.refresh()
+
+    def clear(self) -> None:
+        self.rows, self.dead = [], []
+        self.widths = [len(label) for _, label in COLUMNS]
+        self.cursor, self.first_row = 0, 0
+        self.refresh()
+
+    def action_move(self, delta: int) -> None:
+        if self.rows:
+            self.cursor = min(max(self.cursor + delta, 0), len(self.rows) - 1)
+
+    def on_click(self, event: Click) -> None:
+        row = self.first_row + event.y - 1
+        if 0 <= row < len(self.rows):
+            self.cursor = row
+
+    def watch_cursor(self, row: int) -> None:
+        self.post_message(self.Highlighted(row))
+        self.refresh()
+
+    def _line(self, cells: list[str]) -> str:
+        parts = [c.ljust(w) if i < 2 else c.rjust(w)
+                 for i, (c, w) in enumerate(zip(cells, self.widths, strict=True))]
+        return " " + "  ".join(parts) + " "
+
+    def render(self) -> Text:
+        text = Text(no_wrap=True, overflow="crop", end="")
+        text.append(self._line([label for _, label in COLUMNS]), style="bold")
+        visible = max(1, self.content_region.height - 1)
+        if self.cursor < self.first_row:
+            self.first_row = self.cursor
+        elif self.cursor >= self.first_row + visible:
+            self.first_row = self.cursor - visible + 1
+        for i in range(self.first_row, min(len(self.rows), self.first_row + visible)):
+            style = "bold red" if self.dead[i] else ""
+            if i == self.cursor:
+                style += " reverse" if self.has_focus else " underline"
+            text.append("\n")
+            text.append(self._line(self.rows[i]), style=style.strip())
+        return text
+
+    def on_focus(self) -> None:
+        self.refresh()
+
+    def on_blur(self) -> None:
+        self.refresh()
+
+
+class Inspector(Container):
+    """The table, and below it (beside it on narrow screens) the highlighted row's detail."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.border_title = "Parameters"
+        self.stats: dict[str, Any] = {}
+        self.step = 0
+        self._info_lines = 0
+
+    def compose(self) -> ComposeResult:
+        yield ParamTable(id="param-table")
+        with Horizontal(id="param-detail-box"):
+            yield Static("", id="param-hist")
+            with VerticalScroll(id="param-info-box"):
+                yield Static("select a parameter to see its histogram", id="param-info")
+
+    def clear(self) -> None:
+        self.stats = {}
+        self.query_one(ParamTable).clear()
+        self.query_one("#param-hist", Static).update("")
+        self.query_one("#param-info", Static).update("")
+        self.border_title = "Parameters"
+
+    def show_stats(self, event: Any) -> None:
+        """Show a ParamStats event (only the newest of a tick is passed in)."""
+        self.stats = {p.name: p for p in event.params}
+        self.step = event.step
+        title = f"Parameters at step {event.step:,}"
+        if self.border_title != title:
+            self.border_title = title
+        self.query_one(ParamTable).set_stats(list(event.params))
+        self._show_detail()
+
+    def on_param_table_highlighted(self, event: ParamTable.Highlighted) -> None:
+        event.stop()
+        self._show_detail()
+
+    def _show_detail(self) -> None:
+        table = self.query_one(ParamTable)
+        if not self.stats or table.row_count == 0:
+            return
+        stat = self.stats[list(self.stats)[min(table.cursor, len(self.stats) - 1)]]
+        hist = self.query_one("#param-hist", Static)
+        bin_width = 2 if hist.size.width >= 40 else 1
+        hist.update(histogram(stat.hist_counts, stat.hist_edges, rows=3, bin_width=bin_width),
+                    layout=False)
+        text = info(stat)
+        width = self.query_one("#param-info-box").size.width
+        lines = len(text.wrap(self.app.console, max(10, width)))
+        # a layout pass only when the text's height changed (the box scrolls)
+        self.query_one("#param-info", Static).update(text, layout=lines != self._info_lines)
+        self._info_lines = lines

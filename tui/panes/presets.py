@@ -1,0 +1,91 @@
+"""The presets pane: every preset found (built-in, user, --presets DIR), broken ones marked."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.containers import Vertical, VerticalScroll
+from textual.message import Message
+from textual.widgets import OptionList, Static
+from textual.widgets.option_list import Option
+
+
+class PresetsPane(Vertical):
+    """A list of presets and, below it, the highlighted one's title and description."""
+
+    class Selected(Message):
+        def __init__(self, info: Any) -> None:
+            super().__init__()
+            self.info = info
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.presets: list[Any] = []
+        self.border_title = "Presets"
+
+    def compose(self) -> ComposeResult:
+        yield OptionList(id="preset-list")
+        with VerticalScroll(id="preset-detail-box"):
+            yield Static(id="preset-detail")
+
+    def set_presets(self, presets: list[Any], select: str | None = None) -> None:
+        self.presets = list(presets)
+        options = []
+        for info in self.presets:
+            label = Text(no_wrap=True, overflow="ellipsis")
+            if info.error:
+                label.append("✗ ", style="bold red")
+                label.append(info.name, style="red")
+                label.append("  error", style="dim red")
+            else:
+                label.append(info.name, style="bold")
+                label.append(f"  {info.task}", style="dim")
+                if not info.builtin:
+                    label.append("  (yours)", style="dim italic")
+            options.append(Option(label, id=info.name))
+        olist = self.query_one(OptionList)
+        olist.clear_options()
+        olist.add_options(options)
+        names = [p.name for p in self.presets]
+        if select in names:
+            olist.highlighted = names.index(select)
+        elif names:
+            olist.highlighted = 0
+
+    @property
+    def current(self) -> Any:
+        index = self.query_one(OptionList).highlighted
+        if index is None or not (0 <= index < len(self.presets)):
+            return None
+        return self.presets[index]
+
+    def select(self, name: str) -> bool:
+        names = [p.name for p in self.presets]
+        if name not in names:
+            return False
+        self.query_one(OptionList).highlighted = names.index(name)
+        return True
+
+    def on_option_list_option_highlighted(self, event: OptionList.OptionHighlighted) -> None:
+        event.stop()
+        info = self.current
+        if info is None:
+            return
+        self.query_one("#preset-detail", Static).update(_detail(info))
+        self.post_message(self.Selected(info))
+
+
+def _detail(info: Any) -> Text:
+    text = Text()
+    if info.error:
+        text.append(f"{info.name}: cannot be used\n", style="bold red")
+        text.append(info.error, style="red")
+        return text
+    text.append(info.title, style="bold")
+    text.append(f"\n{info.task}", style="italic")
+    text.append(f" · {info.path.name}" if not info.builtin else " · built-in", style="dim")
+    if info.description:
+        text.append("\n" + " ".join(info.description.split()))
+    return text
