@@ -86,6 +86,7 @@ class Trainer:
         self._segment_start = 0.0
         self._segment_step = 0
         self._last_ckpt_t = 0.0
+        self._last_stats_t = 0.0
         self._initial: list[torch.Tensor] | None = None
         self.scheduled = sorted((dict(c) for c in scheduled), key=lambda c: c["step"])
         self.resumed_from: int | None = None
@@ -197,8 +198,6 @@ class Trainer:
             self._stats_due = True
         if self.ckpt_every and now - self._last_ckpt_t >= self.ckpt_every:
             self.save("last")
-
-    _last_stats_t = 0.0
 
     def _sync(self, now: float) -> None:
         """A collective point of a distributed run: losses, then rank 0's commands."""
