@@ -1,11 +1,12 @@
 """App overhead: what following a run in the app costs the training, and how the app keeps up.
 
-In one process:
-1. throughput (samples/s, from the run's summary) of the same run trained headless with
-   engine.api.start_run (the engine's training thread, as under the app, no app), headless
-   with engine.api.run_sync (main thread), and followed by the app (App.run_test, 120x40,
-   default redraw rate), interleaved for several rounds; median ratios. Cases: the
-   `digits-cnn` preset (the CNN case) and `kink`, both shortened with --set-style overrides.
+Runs train in their own process (engine.worker), started by the app or headless. In one
+process:
+1. throughput (samples/s, from the run's summary in run.toml) of the same run trained
+   headless (engine.worker.spawn, then nothing but waiting for the process to end) and
+   followed by the app (App.run_test, 120x40, default tick and redraw pacing; the app starts
+   the run with s), interleaved for several rounds; median ratio. Cases: the `digits-cnn`
+   preset (the CNN case) and `kink`, both shortened with --set-style overrides.
 2. the loss plot's redraw time with 10^3 and 10^6 steps of history (feed the bounded series,
    time the render function at the plot's size in a 120x40 terminal).
 3. key latency while training: time from pilot.press to the action's handler running,
@@ -24,6 +25,7 @@ import asyncio
 import statistics
 import tempfile
 import time
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -35,29 +37,31 @@ CASES = {
     "kink": ("kink", {"train.epochs": 1500}, 0.90),
 }
 PLOT_SIZE = (76, 17)  # the loss plot's content area in a 120x40 terminal
+APP_CPU: list[float] = []  # the app process's CPU use while its run trained, in cores
 
 
-def headless_sync(config: dict[str, Any], runs_dir: Path) -> float:
-    """engine.api.run_sync: trains in the calling (main) thread."""
-    from engine.api import run_sync
+def _alive(pid: int) -> bool:
+    from engine.rundir import process_alive
 
-    result = run_sync(config, runs_dir)
-    return float(result.summary["samples_per_s"])
+    return process_alive(pid)
+
+
+def _samples_per_s(run_dir: str | Path) -> float:
+    with open(Path(run_dir) / "run.toml", "rb") as fh:
+        meta = tomllib.load(fh)
+    if meta["run"]["status"] != "finished":
+        raise SystemExit(f"{run_dir}: the run ended {meta['run']['status']}")
+    return float(meta["summary"]["samples_per_s"])
 
 
 def headless(config: dict[str, Any], runs_dir: Path) -> float:
-    """engine.api.start_run with no app: trains in the engine's thread, as under the app; an
-    asyncio consumer reads the events. The baseline that isolates what the app costs."""
-    from engine.api import start_run
+    """A worker process with nobody following it: the baseline."""
+    from engine.worker import spawn
 
-    async def go() -> float:
-        handle = await start_run(config, runs_dir)
-        async for _ in handle.events():
-            pass
-        handle.join()
-        return float(handle.result.summary["samples_per_s"])
-
-    return asyncio.run(go())
+    reply = spawn({"action": "train", "config": config, "runs_dir": str(runs_dir)})
+    while _alive(reply["pid"]):
+        time.sleep(0.05)
+    return _samples_per_s(reply["run_dir"])
 
 
 async def _follow_in_app(config: dict[str, Any], runs_dir: Path, presets: Path,
@@ -69,8 +73,8 @@ async def _follow_in_app(config: dict[str, Any], runs_dir: Path, presets: Path,
     from tui.app import make_app
 
     async def short_wait(min_sleep: float = 0.0, max_sleep: float = 1.0) -> None:
-        # Pilot otherwise waits up to 1 s per key for the process to look idle, which it never
-        # does while training; that wait is the test harness's, not the app's
+        # Pilot otherwise waits up to 1 s per key for the process to look idle; that wait is
+        # the test harness's, not the app's
         await asyncio.sleep(0.01)
 
     textual.pilot.wait_for_idle = short_wait
@@ -84,7 +88,10 @@ async def _follow_in_app(config: dict[str, Any], runs_dir: Path, presets: Path,
         assert app.query_one("PresetsPane").select(name)
         await pilot.pause()
         await pilot.press("s")
-        while app.handle is None or app.handle.alive:
+        cpu0 = wall0 = None
+        while app.handle is None or app.run_state.active:
+            if cpu0 is None and app.run_state.state == "running":
+                cpu0, wall0 = time.process_time(), time.perf_counter()
             if press_every_s is not None and app.run_state.state == "running":
                 before = len(app.key_log)
                 t0 = time.perf_counter()
@@ -94,12 +101,12 @@ async def _follow_in_app(config: dict[str, Any], runs_dir: Path, presets: Path,
                 await asyncio.sleep(press_every_s)
             else:
                 await asyncio.sleep(0.05)
-        await asyncio.sleep(0.3)
-        app.tick()
-        result = app.handle.result
-    if result is None or result.type != "finished":
-        raise SystemExit(f"app-followed run did not finish: {result}")
-    return float(result.summary["samples_per_s"]), latencies
+        run_dir, pid = app.handle.run_dir, app.handle.pid
+        if cpu0 is not None:
+            APP_CPU.append((time.process_time() - cpu0) / (time.perf_counter() - wall0))
+    while _alive(pid):
+        await asyncio.sleep(0.05)
+    return _samples_per_s(run_dir), latencies
 
 
 def followed(config: dict[str, Any], runs_dir: Path, presets: Path) -> float:
@@ -107,7 +114,8 @@ def followed(config: dict[str, Any], runs_dir: Path, presets: Path) -> float:
 
 
 def bench_throughput(rounds: int, quick: bool, tmp: Path) -> None:
-    print(f"== throughput: headless vs followed by the app ({rounds} rounds, interleaved)")
+    print(f"== throughput: headless worker vs followed by the app ({rounds} rounds, "
+          "interleaved)")
     presets = tmp / "presets"
     presets.mkdir()
     for case, (preset, overrides, target) in CASES.items():
@@ -115,33 +123,32 @@ def bench_throughput(rounds: int, quick: bool, tmp: Path) -> None:
             overrides = {k: max(1, v // 3) for k, v in overrides.items()}
         config = resolve_config(preset, overrides)
         config["name"] = f"bench-{case}"
-        ratios, sync_ratios, heads, syncs, apps = [], [], [], [], []
-        # warm-up round, not counted: first convolutions, first app start, data caches
+        ratios, heads, apps = [], [], []
+        # warm-up, not counted: first convolutions, data caches, the first app start
         headless(config, tmp / "runs")
         followed(config, tmp / "runs", presets)
-        fns = [headless, headless_sync, followed]
         for r in range(rounds):
+            order = [headless, followed] if r % 2 == 0 else [followed, headless]
             got = {}
-            for fn in fns[r % 3:] + fns[: r % 3]:  # rotate the order each round
-                args = (config, tmp / "runs") if fn is not followed else (config, tmp / "runs",
-                                                                           presets)
+            for fn in order:
+                args = (config, tmp / "runs") if fn is headless else (config, tmp / "runs",
+                                                                       presets)
                 got[fn.__name__] = fn(*args)
             heads.append(got["headless"])
-            syncs.append(got["headless_sync"])
             apps.append(got["followed"])
             ratios.append(got["followed"] / got["headless"])
-            sync_ratios.append(got["followed"] / got["headless_sync"])
         ratio = statistics.median(ratios)
         ok = "ok" if ratio >= target else "BELOW TARGET"
         sets = " ".join(f"--set {k}={v}" for k, v in overrides.items())
         print(f"{case} ({sets}), samples/s, median of {rounds}:")
-        print(f"  headless start_run {statistics.median(heads):9.1f}   (engine thread, no app)")
-        print(f"  headless run_sync  {statistics.median(syncs):9.1f}   (main thread, no app)")
-        print(f"  followed by app    {statistics.median(apps):9.1f}")
-        print(f"  app / start_run = {ratio:.3f} (rounds {', '.join(f'{x:.3f}' for x in ratios)};"
+        print(f"  headless worker    {statistics.median(heads):9.1f}   "
+              f"(rounds {', '.join(f'{x:.1f}' for x in heads)})")
+        print(f"  followed by app    {statistics.median(apps):9.1f}   "
+              f"(rounds {', '.join(f'{x:.1f}' for x in apps)})")
+        print(f"  the app's own CPU while following: "
+              f"{statistics.median(APP_CPU[-rounds:]):.3f} cores (median)")
+        print(f"  app / headless = {ratio:.3f} (rounds {', '.join(f'{x:.3f}' for x in ratios)};"
               f" target >= {target}) {ok}")
-        print(f"  app / run_sync  = {statistics.median(sync_ratios):.3f} (rounds "
-              f"{', '.join(f'{x:.3f}' for x in sync_ratios)}; includes training in a thread)")
 
 
 def bench_redraw() -> None:
@@ -204,11 +211,17 @@ def main() -> None:
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
-        # warm up: torch import, first-run costs, plotext import
-        headless(resolve_config("kink", {"train.epochs": 5}), tmp / "runs")
-        bench_throughput(rounds, args.quick, tmp)
-        bench_redraw()
-        bench_keys(tmp, args.quick)
+        try:
+            bench_throughput(rounds, args.quick, tmp)
+            bench_redraw()
+            bench_keys(tmp, args.quick)
+        finally:  # no worker outlives the bench
+            import sys
+
+            sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+            from tui_fakes import kill_workers
+
+            kill_workers(tmp / "runs")
     print(f"(bench took {time.perf_counter() - start:.0f} s)")
 
 

@@ -10,7 +10,7 @@ from typing import Any
 
 from engine.errors import ConfigError, RunDirError
 from engine.presets import apply_overrides, parse_set, resolve_config
-from engine.rundir import RunDir, find_run, process_alive
+from engine.rundir import RunDir, find_run, run_is_alive
 from engine.session import PreparedRun, build_parts, prepare_run
 
 # Keys that may change when a run continues; anything else would make it another run.
@@ -115,13 +115,6 @@ def mark_owner(run: RunDir) -> None:
     """Record which process trains the run, so others can tell whether it is alive."""
     run.meta["run"]["pid"] = os.getpid()
     run.meta["run"]["host"] = socket.gethostname()
-
-
-def run_is_alive(meta: dict[str, Any]) -> bool:
-    info = meta.get("run", {})
-    if info.get("host") != socket.gethostname() or "pid" not in info:
-        return False
-    return process_alive(int(info["pid"]))
 
 
 def resumed_trainer(

@@ -30,7 +30,7 @@ class FollowHandle:
 
     @property
     def alive(self) -> bool:
-        from engine.continuation import run_is_alive
+        from engine.rundir import run_is_alive
 
         try:
             meta = self.run.read_meta()

@@ -38,7 +38,7 @@ def print_presets(preset_dirs: list[str]) -> int:
 
 def effective_status(meta: dict[str, Any]) -> str:
     """The recorded status, corrected where the process behind a live-looking run is gone."""
-    from engine.continuation import run_is_alive
+    from engine.rundir import run_is_alive
 
     info = meta.get("run", {})
     status = str(info.get("status", "?"))

@@ -15,7 +15,7 @@ from typing import Any
 
 import tomli_w
 
-from engine.checkpoint import atomic_write_bytes
+from engine.atomic import atomic_write_bytes
 from engine.errors import RunDirError
 from engine.events import Event, event_from_dict, event_to_json
 
@@ -245,3 +245,11 @@ def process_alive(pid: int) -> bool:
             return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
     except (OSError, IndexError):
         return True
+
+
+def run_is_alive(meta: dict[str, Any]) -> bool:
+    """Whether the process recorded in a run's run.toml is alive on this host."""
+    info = meta.get("run", {})
+    if info.get("host") != socket.gethostname() or "pid" not in info:
+        return False
+    return process_alive(int(info["pid"]))

@@ -159,25 +159,12 @@ def spawn(job: dict[str, Any], cwd: str | None = None) -> dict[str, Any]:
 
 
 async def spawn_async(job: dict[str, Any]) -> dict[str, Any]:
-    """`spawn` for asyncio programs (the app): never blocks the event loop."""
+    """`spawn` for asyncio programs (the app): waits in a thread, never on the event loop.
+
+    (asyncio's own subprocess transport would outlive the loop for a detached worker.)"""
     import asyncio
 
-    proc = await asyncio.create_subprocess_exec(
-        *_command(),
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        start_new_session=True,
-    )
-    assert proc.stdin and proc.stdout and proc.stderr
-    proc.stdin.write(json.dumps(job).encode())
-    await proc.stdin.drain()
-    proc.stdin.close()
-    first = await proc.stdout.readline()
-    err = b"" if first.strip() else await proc.stderr.read()
-    reply = _parse_reply(first, err)
-    reply["pid"] = proc.pid
-    return reply
+    return await asyncio.to_thread(spawn, job)
 
 
 if __name__ == "__main__":

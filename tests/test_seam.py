@@ -21,11 +21,11 @@ def test_engine_does_not_load_textual_or_rich():
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
-def test_listing_presets_does_not_import_torch():
+def test_what_the_app_uses_before_a_run_does_not_import_torch():
     code = (
         "import sys\n"
         "from engine.presets import discover_presets\n"
-        "from engine import events, schema, errors\n"
+        "from engine import events, schema, errors, control, rundir, report, follow, export\n"
         "discover_presets()\n"
         "assert 'torch' not in sys.modules\n"
     )

@@ -5,13 +5,17 @@ from __future__ import annotations
 import pytest
 from textual.widgets import Button, Input, OptionList, Select, Static
 
+from engine import events as ev
 from engine.errors import DeviceError
 from tui.app import make_app
+from tui.follow import DeadTracker
+from tui.modals import ResumeDialog
 from tui.panes.inspector import Inspector, ParamTable
 from tui.panes.loss_plot import LossPlot
 from tui.panes.params_form import ParamsForm
 from tui.panes.presets import PresetsPane
-from tui_fakes import FakeEngine
+from tui.runs_screen import RunsScreen
+from tui_fakes import FakeEngine, _stat, fake_events
 
 SIZE = (120, 40)
 
@@ -225,7 +229,7 @@ async def test_quit_with_a_run_asks_then_stops_and_quits(tmp_path):
         await _start(pilot)
         await pilot.press("q")
         await pilot.pause()
-        assert app.screen.query_one("#quit-detach", Button).disabled
+        assert app.screen.query_one("#quit-detach", Button).has_focus  # the default
         await pilot.click("#quit-cancel")
         await pilot.pause()
         assert app.is_running and engine.handles[0].calls == []
@@ -237,6 +241,19 @@ async def test_quit_with_a_run_asks_then_stops_and_quits(tmp_path):
         app.tick()
         await pilot.pause()
     assert app.return_code == 0
+
+
+async def test_quit_with_a_run_detaches_by_default(tmp_path):
+    app, engine = _app(tmp_path)
+    async with app.run_test(size=SIZE) as pilot:
+        await _ready(pilot)
+        await _start(pilot)
+        await pilot.press("q")
+        await pilot.pause()
+        await pilot.press("enter")  # the focused button: Detach
+        await pilot.pause()
+    assert not app.is_running and app.return_code == 0
+    assert engine.handles[0].calls == []  # nothing was sent to the run: it goes on
 
 
 async def test_save_as_preset_writes_user_file(tmp_path):
@@ -265,4 +282,117 @@ async def test_command_palette_lists_run_controls(tmp_path):
         titles = [c.title for c in app.get_system_commands(app.screen)]
         assert {"Pause run", "Stop run", "Change learning rate"} <= set(titles)
         ids = {b.id for b in app.BINDINGS}
-        assert {"start", "pause", "resume", "stop", "set-lr", "quit"} <= ids
+        assert {"start", "pause", "resume", "stop", "set-lr", "runs", "quit"} <= ids
+
+
+def _stats(step, grad):
+    return ev.ParamStats(step=step, params=(_stat("0.weight", (1, 1), 1.0, grad),))
+
+
+def test_dead_only_when_the_zero_gradient_persists():
+    tracker = DeadTracker(needed=3)
+    tracker.observe(_stats(1, 0.0))  # one batch that happened to give no gradient
+    assert not tracker.is_dead("0.weight")
+    tracker.observe(_stats(2, 0.3))
+    tracker.observe(_stats(3, 0.0))
+    tracker.observe(_stats(4, 0.0))
+    assert not tracker.is_dead("0.weight")
+    tracker.observe(_stats(5, 0.0))
+    assert tracker.is_dead("0.weight")  # three in a row
+    tracker.observe(_stats(6, 0.1))
+    assert not tracker.is_dead("0.weight")
+    short = DeadTracker(needed=3)  # a short run with one snapshot, zero all along (dead ReLU)
+    short.observe(_stats(1, 0.0))
+    assert not short.is_dead("0.weight")
+    short.ended = True
+    assert short.is_dead("0.weight")
+
+
+async def test_one_zero_gradient_snapshot_is_not_red(tmp_path):
+    def events(run_dir, config):
+        out = fake_events(run_dir, config)[:-4]  # without the fake's params and fit
+        out.append(_stats(390, 0.0))
+        return out
+
+    app, _ = _app(tmp_path, engine=FakeEngine(events=events))
+    async with app.run_test(size=SIZE) as pilot:
+        await _ready(pilot)
+        await _start(pilot)
+        table = app.query_one(ParamTable)
+        assert table.dead == [False]
+        detail = str(app.query_one("#param-info", Static).render())
+        assert "not dead unless it stays" in detail
+
+
+def _diverged_events(run_dir, config):
+    out = fake_events(run_dir, config, steps=100)
+    reason = "diverged at step 101: the loss became nan; last.pt holds the last finite weights"
+    out.append(ev.Finished(status="diverged", step=101,
+                           summary={"reason": reason, "diverged_step": 101}))
+    return out
+
+
+async def test_diverged_run_offers_resume_with_a_lower_lr(tmp_path):
+    app, engine = _app(tmp_path, engine=FakeEngine(events=_diverged_events))
+    async with app.run_test(size=SIZE) as pilot:
+        await _ready(pilot)
+        await _start(pilot)
+        await pilot.pause()
+        assert app.run_state.state == "diverged"
+        dialog = app.screen
+        assert isinstance(dialog, ResumeDialog)
+        assert "the loss became nan" in str(dialog.query_one("#resume-note", Static).render())
+        assert dialog.query_one("#resume-lr", Input).value == "0.001"  # 0.01 / 10
+        assert "the loss became nan" in str(app.query_one("#status", Static).render())
+        await pilot.press("enter")  # the focused button: resume with this lr
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        job = engine.jobs[-1]
+        assert job["action"] == "resume" and job["source"] == "auto"
+        assert job["overrides"] == ["optim.lr=0.001"]
+        assert job["ref"].endswith("20250101-000000-line")
+
+
+async def test_a_resumed_run_replaces_the_steps_after_its_checkpoint(tmp_path):
+    def events(run_dir, config):
+        first = fake_events(run_dir, config, steps=100)
+        again = fake_events(run_dir, config, steps=100)[0]
+        resumed = ev.RunStarted(**{**again.__dict__, "start_step": 50, "start_epoch": 5})
+        tail = ev.StepMetrics(first_step=51, epoch=6, losses=(0.5,) * 20, lr=0.001,
+                              elapsed_s=1.0, samples_per_s=1.0, steps_per_s=1.0)
+        return [*first, ev.Finished(status="diverged", step=100, summary={}), resumed, tail]
+
+    app, _ = _app(tmp_path, engine=FakeEngine(events=events))
+    async with app.run_test(size=SIZE) as pilot:
+        await _ready(pilot)
+        await _start(pilot)
+        assert app.run_state.state == "running"  # the resumed run goes on: no offer
+        assert not isinstance(app.screen, ResumeDialog)
+        model = app.query_one(LossPlot).model
+        assert model.train.total == 70 and model.recent.points()[0][-1] == 70
+
+
+async def test_attach_shows_the_history_of_a_finished_run(tmp_path):
+    app, engine = _app(tmp_path, attach=tmp_path / "runs" / "some-run")
+    async with app.run_test(size=SIZE) as pilot:
+        await _ready(pilot)
+        app.tick()
+        await pilot.pause()
+        assert app.run_state.state == "finished"
+        assert app.query_one(LossPlot).model.train.total == 400
+        assert app.query_one(ParamTable).row_count == 3
+        assert not app.check_action("pause", ())
+
+
+async def test_runs_screen_opens_from_key_and_palette(tmp_path):
+    app, _ = _app(tmp_path)
+    async with app.run_test(size=SIZE) as pilot:
+        await _ready(pilot)
+        assert "Runs" in [c.title for c in app.get_system_commands(app.screen)]
+        await pilot.press("R")
+        await _ready(pilot)
+        assert isinstance(app.screen, RunsScreen)
+        assert not app.check_action("start", ())  # main-screen keys are off here
+        await pilot.press("escape")
+        await pilot.pause()
+        assert not isinstance(app.screen, RunsScreen)

@@ -1,8 +1,13 @@
-"""Pilot tests of the app driving real (tiny) training runs through the engine."""
+"""Pilot tests of the app driving real (tiny) training runs through the engine: each run is a
+worker process (engine.worker), and every worker a test starts is killed at its teardown."""
 
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
+import subprocess
+import sys
 import time
 import tomllib
 from pathlib import Path
@@ -16,6 +21,7 @@ from tui.panes.inspector import ParamTable
 from tui.panes.loss_plot import LossPlot
 from tui.panes.params_form import ParamsForm
 from tui.panes.presets import PresetsPane
+from tui_fakes import kill_workers
 
 SIZE = (120, 40)
 
@@ -123,7 +129,18 @@ def presets_dir(tmp_path: Path, monkeypatch) -> Path:
     (folder / "broken.toml").write_text(BROKEN_PRESET)
     (tmp_path / "tui_boom_model.py").write_text(BOOM_MODULE)
     monkeypatch.syspath_prepend(str(tmp_path))
+    # the worker processes import the boom model too
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(
+        [str(tmp_path), *filter(None, [os.environ.get("PYTHONPATH")])]))
     return folder
+
+
+@pytest.fixture(autouse=True)
+def reap(tmp_path: Path):
+    """Every worker started under tmp_path/runs is killed at teardown, even on failure."""
+    pids: list[int] = []
+    yield pids
+    kill_workers(tmp_path / "runs", pids)
 
 
 async def wait_for(pilot, condition, timeout: float = 20.0) -> None:
@@ -202,3 +219,110 @@ async def test_engine_failure_shows_a_message_and_run_toml_says_failed(tmp_path,
         assert meta["run"]["status"] == "failed"
         assert "boom" in meta["summary"]["reason"]
         assert app.is_running
+
+
+def alive(pid: int) -> bool:
+    from engine.rundir import process_alive
+
+    return process_alive(pid)
+
+
+def steps_logged(run_dir: Path) -> int:
+    from engine.rundir import RunDir
+
+    return max((e.last_step for e in RunDir(run_dir).read_events() if e.type == "steps"),
+               default=0)
+
+
+async def test_quit_detaches_by_default_and_the_run_goes_on(tmp_path, presets_dir, reap):
+    app = make_app(runs_dir=tmp_path / "runs", preset_dirs=[presets_dir], tick_s=0.1)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        assert app.query_one(PresetsPane).select("quick-kink")
+        await pilot.pause()
+        await pilot.press("s")
+        await wait_for(pilot, lambda: app.handle is not None and app.run_state.step > 0)
+        pid = app.handle.pid
+        reap.append(pid)
+        run_dir = Path(app.handle.run_dir)
+        await pilot.press("q")
+        await pilot.pause()
+        assert app.screen.query_one("#quit-detach").has_focus
+        await pilot.press("enter")
+        await pilot.pause()
+    assert not app.is_running
+    assert alive(pid)  # the app is gone; its run is not
+    before = steps_logged(run_dir)
+    deadline = time.monotonic() + 10
+    while steps_logged(run_dir) <= before:
+        assert time.monotonic() < deadline, "the detached run stopped training"
+        await asyncio.sleep(0.1)
+    with open(run_dir / "run.toml", "rb") as fh:
+        assert tomllib.load(fh)["run"]["status"] == "running"
+
+
+SHORT_KINK = QUICK_KINK.replace('name = "quick-kink"', 'name = "kink"').replace(
+    "epochs = 20000", "epochs = 150")
+
+
+def test_closing_the_terminal_leaves_the_run_training(tmp_path, reap):
+    """The app in a real pty (script); SIGHUP to the app, as when its terminal closes: the run
+    it started finishes anyway."""
+    presets = tmp_path / "presets"
+    presets.mkdir()
+    (presets / "kink.toml").write_text(SHORT_KINK)  # shadows the built-in default preset
+    runs = tmp_path / "runs"
+    exe = Path(sys.executable).parent / "torchdeck"
+    cmd = f"{exe} --runs-dir {runs} --presets {presets}"
+    env = {**os.environ, "TERM": "xterm-256color", "COLUMNS": "100", "LINES": "30",
+           "XDG_CONFIG_HOME": str(tmp_path / "config")}
+    term = subprocess.Popen(["script", "-qfc", cmd, "/dev/null"], stdin=subprocess.PIPE,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
+                            start_new_session=True)
+    try:
+        app_pid = None
+        deadline = time.monotonic() + 40
+        while not list(runs.glob("*/run.toml")):
+            assert time.monotonic() < deadline, "the app did not start the run"
+            if app_pid is None:
+                app_pid = _find_app(str(runs))
+            elif term.stdin:
+                term.stdin.write(b"s")  # start (repeated until the app is ready for it)
+                term.stdin.flush()
+            time.sleep(0.5)
+        run_dir = next(runs.glob("*/run.toml")).parent
+        assert app_pid is not None
+        os.kill(app_pid, signal.SIGHUP)
+        deadline = time.monotonic() + 10
+        while alive(app_pid):
+            assert time.monotonic() < deadline, "the app ignored SIGHUP"
+            time.sleep(0.1)
+        deadline = time.monotonic() + 40
+        while True:
+            with open(run_dir / "run.toml", "rb") as fh:
+                status = tomllib.load(fh)["run"]["status"]
+            if status != "running":
+                break
+            assert time.monotonic() < deadline, "the run did not finish"
+            time.sleep(0.2)
+        assert status == "finished"
+        assert steps_logged(run_dir) == 1500
+    finally:
+        os.killpg(term.pid, signal.SIGKILL)
+        term.wait()
+        kill_workers(runs)
+
+
+def _find_app(runs: str) -> int | None:
+    """The pid of the torchdeck app started with --runs-dir `runs` (not the `script` or shell
+    around it)."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            args = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if runs.encode() in args and any(a.endswith(b"torchdeck") for a in args[:2]):
+            return int(entry.name)
+    return None

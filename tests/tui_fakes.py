@@ -86,11 +86,13 @@ def fake_events(run_dir: str, config: dict[str, Any], steps: int = 400) -> list[
                                val_loss=losses[-1] * 1.2, metrics=metrics))
     out.append(ev.CheckpointSaved(step=steps, epoch=steps // spe, kind="last",
                                   path=f"{run_dir}/checkpoints/last.pt"))
-    out.append(ev.ParamStats(step=steps, params=(
-        _stat("0.weight", (1, 1), 1.9, 0.12),
-        _stat("0.bias", (1,), 0.8, 0.05),
-        _stat("1.weight", (8, 4), 0.0, 0.0, dead=0.25),
-    )))
+    # three snapshots in a row with no gradient for 1.weight: dead (one alone would not be)
+    for at in (steps - 100, steps - 50, steps):
+        out.append(ev.ParamStats(step=at, params=(
+            _stat("0.weight", (1, 1), 1.9, 0.12),
+            _stat("0.bias", (1,), 0.8, 0.05),
+            _stat("1.weight", (8, 4), 0.0, 0.0, dead=0.25),
+        )))
     if config["task"] == "regression":
         xs = tuple(float(x) for x in range(-10, 10))
         out.append(ev.FitSnapshot(step=steps, x=xs, y=tuple(max(0.0, 2 * x + 1) for x in xs),
@@ -149,6 +151,8 @@ class FakeEngine:
         self.events = events or fake_events
         self.handles: list[FakeHandle] = []
         self.started: list[dict[str, Any]] = []
+        self.jobs: list[dict[str, Any]] = []
+        self.run_rows: list[Any] = []
 
     def presets(self, extra_dirs: Any) -> list[PresetInfo]:
         return fake_presets()
@@ -167,3 +171,66 @@ class FakeEngine:
         handle = FakeHandle(run_dir, self.events(str(run_dir), config))
         self.handles.append(handle)
         return handle
+
+    async def spawn(self, job: dict[str, Any]) -> FakeHandle:
+        """Resume and replay jobs: recorded; the run they start replays the fake stream."""
+        self.jobs.append(job)
+        if self.fail_start is not None:
+            raise self.fail_start
+        run_dir = Path(str(job.get("ref") or "runs/20250101-000000-line"))
+        config = validate(FAKE_PRESETS["line"])
+        handle = FakeHandle(run_dir, self.events(str(run_dir), config))
+        self.handles.append(handle)
+        return handle
+
+    def follow(self, run_dir: Any) -> FakeHandle:
+        """Attach: a finished fake run (its whole stream, then Finished)."""
+        config = validate(FAKE_PRESETS["line"])
+        events = [*self.events(str(run_dir), config),
+                  ev.Finished(status="finished", step=400, summary={"final_loss": 0.02})]
+        handle = FakeHandle(Path(run_dir), events)
+        handle.finished = True
+        self.handles.append(handle)
+        return handle
+
+    def runs(self, runs_dir: Any) -> list[Any]:
+        return list(self.run_rows)
+
+    def curve(self, run_dir: Any) -> list[tuple[int, float]]:
+        return [(s, 1.0 / s) for s in range(1, 101)]
+
+
+def kill_workers(runs_dir: Path, pids: Any = ()) -> list[int]:
+    """SIGKILL every training worker still alive that a test started: the pids given, and
+    every pid recorded in a run.toml under `runs_dir` that is an `engine.worker` process (a
+    stray worker spinning on a core would slow down everything else). Returns those killed."""
+    import os
+    import signal
+    import tomllib
+
+    candidates = set(pids)
+    for toml in Path(runs_dir).glob("*/run.toml") if Path(runs_dir).is_dir() else ():
+        try:
+            with open(toml, "rb") as fh:
+                pid = tomllib.load(fh).get("run", {}).get("pid")
+        except (OSError, ValueError):
+            continue
+        if isinstance(pid, int):
+            candidates.add(pid)
+    killed = []
+    for pid in candidates:
+        if pid == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as fh:
+                cmdline = fh.read()
+        except OSError:
+            continue  # gone already
+        if b"engine.worker" not in cmdline:
+            continue  # not ours (or the pid was reused)
+        try:
+            os.kill(pid, signal.SIGKILL)
+            killed.append(pid)
+        except ProcessLookupError:
+            pass
+    return killed

@@ -1,12 +1,16 @@
-"""The torchdeck app: presets, hyperparameters, live loss plot and parameter inspector.
+"""The torchdeck app: presets, hyperparameters, live loss plot and parameter inspector; a runs
+screen to compare, open, resume and replay runs.
 
-The engine trains in its own thread; the app follows it through a run handle, draining
-events on a timer (a few Hz) and redrawing only the panes whose data changed. Torch is
-never imported on the event loop: workers ask for devices and start runs.
+Runs train in their own process (a worker in its own session: closing the terminal or
+quitting the app with Detach leaves them training); the app follows a run through its run
+directory, draining events on a timer (a few Hz) and redrawing only the panes whose data
+changed. Attaching to a run started elsewhere, or opening a finished one, is the same
+following. Torch is never imported on the event loop: workers ask for devices and runs.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -23,17 +27,27 @@ from textual.worker import Worker, WorkerState
 from tui.engine_port import Engine, RealEngine
 from tui.errors import user_message
 from tui.follow import Follower, RunState, Update
-from tui.modals import LrDialog, QuitDialog, SavePresetDialog
+from tui.modals import LrDialog, QuitDialog, ResumeDialog, SavePresetDialog
 from tui.pacing import RedrawPacer
 from tui.panes.fit_view import FitView
 from tui.panes.inspector import Inspector
 from tui.panes.loss_plot import LossPlot
 from tui.panes.params_form import ParamsForm
 from tui.panes.presets import PresetsPane
+from tui.runs_screen import RunsScreen
 from tui.status import StatusLine
 
-TICK_S = 0.25
-REDRAW_BUDGET = 0.03  # share of one core the app's drawing may take while a run trains
+TICK_S = 0.2
+# share of one core the app's drawing may take while a run trains: training runs in another
+# process now, so this is only what the app takes from the machine's cores (a CNN's intra-op
+# threads use all of a small machine's), not from the training loop's GIL
+REDRAW_BUDGET = 0.05
+MAIN_SCREEN_ACTIONS = ("start", "pause", "resume", "stop", "set_lr", "save_preset",
+                       "toggle_log", "toggle_window", "cycle_smoothing", "toggle_fit", "runs")
+GONE_GRACE_S = 2.0
+ALIVE_EVERY_S = 1.0  # a worker writes its final status just before its final event
+GONE_REASON = ("the training process is gone without finishing (killed?); "
+               "resume it from the runs screen (R)")
 
 # (action, title, help) for the command palette; the keys are in BINDINGS
 COMMANDS = (
@@ -47,6 +61,7 @@ COMMANDS = (
     ("toggle_window", "Toggle recent window", "Loss plot: recent steps / whole run"),
     ("cycle_smoothing", "Cycle smoothing", "Loss plot: smoothing 0, 0.6, 0.9, 0.99"),
     ("toggle_fit", "Toggle fit view", "Narrow terminals: show the fit/metrics view"),
+    ("runs", "Runs", "Browse runs: compare curves and configs, open, resume, replay"),
 )
 
 
@@ -67,6 +82,7 @@ class TorchdeckApp(App):
         Binding("v", "toggle_window", "Window", id="toggle-window", show=False),
         Binding("m", "cycle_smoothing", "Smoothing", id="smoothing", show=False),
         Binding("f", "toggle_fit", "Fit view", id="toggle-fit", show=False),
+        Binding("R", "runs", "Runs", id="runs"),
         Binding("q", "quit", "Quit", id="quit"),
     ]
 
@@ -78,8 +94,10 @@ class TorchdeckApp(App):
         clock: Callable[[], float] = time.monotonic,
         tick_s: float = TICK_S,
         background_delay_s: float = 0.3,
+        attach: str | Path | None = None,
     ) -> None:
         super().__init__()
+        self.attach = attach
         self.background_delay_s = background_delay_s
         self.runs_dir = runs_dir
         self.preset_dirs = list(preset_dirs)
@@ -96,6 +114,10 @@ class TorchdeckApp(App):
         self._pending_params: Any = None  # the newest ParamStats not shown yet
         self.pacer = RedrawPacer(min_interval=tick_s, budget=REDRAW_BUDGET)
         self.key_log: list[tuple[str, float]] = []  # (action, clock) for the latency bench
+        self._resuming = False  # following a resume job whose new start is not in yet
+        self._gone_since: float | None = None  # when the followed process was first missed
+        self._gone_now = False  # an attached run found dead: no grace period
+        self._alive_checked = -1e9  # monotonic time of the last check
 
     @property
     def run_state(self) -> RunState:
@@ -134,6 +156,8 @@ class TorchdeckApp(App):
         self.set_interval(2.0, self._poll_device_memory)
         self.query_one("#preset-list").focus()
         self._show_status()
+        if self.attach is not None:
+            self.attach_run(self.attach)
 
     def load_presets(self, select: str | None) -> None:
         from engine.presets import DEFAULT_PRESET
@@ -166,8 +190,9 @@ class TorchdeckApp(App):
         if event.state == WorkerState.ERROR:
             error = event.worker.error
             what = {"devices": "cannot list devices", "start": "cannot start the run",
-                    "memory": "cannot read device memory"}.get(event.worker.group, "error")
-            if event.worker.group == "start":
+                    "memory": "cannot read device memory", "attach": "cannot open the run",
+                    }.get(event.worker.group, "error")
+            if event.worker.group in ("start", "attach"):
                 self.run_state.state = "failed"
                 self.run_state.reason = user_message(error)
                 self._update_bindings()
@@ -188,25 +213,57 @@ class TorchdeckApp(App):
             events = handle.drain()
             if events:
                 force = self.apply_update(self.follower.apply(events))
-            if self.run_state.active and self.run_state.state != "starting" and not handle.alive:
-                events = handle.drain()  # the thread ended: whatever it emitted last
-                self.apply_update(self.follower.apply(events))
-                force = True
-                if self.run_state.active:
-                    self.run_state.state = "failed"
-                    self.run_state.reason = "the training thread ended without a result"
-                    self.report_error(self.run_state.reason)
+            if self.run_state.active and self._check_alive(handle):
+                force = self._process_gone(handle) or force
+            else:
+                self._gone_since = None
         if not self.run_state.active:
             self.redraw()
         elif force or self.pacer.due():
             self.redraw()
             self.pacer.drawn()
 
+    def _check_alive(self, handle: Any) -> bool:
+        """True if the followed process is gone. Asking reads run.toml, so at most once a
+        second (and every tick once it was missed, to end the grace period on time)."""
+        now = time.monotonic()
+        if (not self._gone_now and self._gone_since is None
+                and now - self._alive_checked < ALIVE_EVERY_S):
+            return False
+        self._alive_checked = now
+        return not handle.alive
+
+    def _process_gone(self, handle: Any) -> bool:
+        """The followed run's process is not there: take what it wrote last; if no final
+        event comes within a grace period (its status is written just before it), it was
+        killed. True if something changed."""
+        events = handle.drain()
+        if events:
+            self.apply_update(self.follower.apply(events))
+        if not self.run_state.active:
+            self._gone_since = None
+            return True
+        now = time.monotonic()
+        if self._gone_since is None:
+            self._gone_since = now
+        if self._gone_now or now - self._gone_since >= GONE_GRACE_S:
+            self._gone_since, self._gone_now = None, False
+            self.run_state.state = "killed"
+            self.run_state.reason = GONE_REASON
+            self.follower.dead.ended = True
+            self._update_bindings()
+            self.report_error(f"run {self.run_state.run_id or ''}: {GONE_REASON}")
+            return True
+        return bool(events)
+
     def apply_update(self, up: Update) -> bool:
         """Take in one tick's events (cheap: data only); True if a redraw should not wait."""
         plot = self.loss_plot
         fit = self.fit_view
-        if up.started is not None:
+        if up.truncate_at is not None:
+            plot.model.truncate(up.truncate_at)
+            self._dirty.add("loss-plot")
+        if up.started is not None and up.started.start_step == 0:
             fit.clear(up.started.task)
         for first, losses in up.losses:
             plot.model.add_losses(first, losses)
@@ -224,10 +281,17 @@ class TorchdeckApp(App):
             self._dirty.add("fit-view")
         for change in up.lr_changes:
             self.notify(f"{change.key} {change.old:.4g} → {change.new:.4g} at step {change.step:,}")
+        ended_reason = getattr(up.ended, "summary", {}).get("reason") if up.ended else None
         for warning in up.warnings:
-            self.notify(warning, severity="warning", timeout=15)
+            if warning != ended_reason:  # a diverged run's reason: its dialog says it
+                self.notify(warning, severity="warning", timeout=15)
+        if up.started is not None and up.ended is None:
+            self._resuming = False  # the resumed run has started: its own end counts
         if up.ended is not None:
-            self._ended(up.ended)
+            # the end decides what is dead (a short run may have one snapshot): show it again
+            self._pending_params = self.follower.last_params
+            if not self._resuming:  # not the earlier end of a run being resumed
+                self._ended(up.ended)
         if up.state_changed:
             self._update_bindings()
         return up.state_changed or up.started is not None or bool(up.lr_changes)
@@ -240,13 +304,21 @@ class TorchdeckApp(App):
             self.fit_view.changed()
         self._dirty.clear()
         if self._pending_params is not None:
-            self.inspector.show_stats(self._pending_params)
+            dead = self.follower.dead
+            self.inspector.show_stats(self._pending_params, dead.dead_names(), dead.streak)
             self._pending_params = None
         self._show_status()
 
     def _ended(self, event: Any) -> None:
         if event.type == "failed":
             self.report_error(f"run failed at step {event.step:,}: {event.reason}")
+        elif event.status == "diverged":
+            reason = event.summary.get("reason") or f"diverged at step {event.step:,}"
+            self.message = "run diverged"
+            if self._quit_when_ended:
+                self.notify(f"run diverged: {reason}", severity="error", timeout=10)
+            else:
+                self.offer_resume_diverged(reason)
         else:
             loss = event.summary.get("final_loss")
             tail = f", final loss {loss:.4g}" if isinstance(loss, float) else ""
@@ -283,6 +355,9 @@ class TorchdeckApp(App):
 
     # --- actions ----------------------------------------------------------------------------
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action in MAIN_SCREEN_ACTIONS and any(isinstance(s, RunsScreen)
+                                                 for s in self.screen_stack):
+            return False  # the runs screen has its own keys; these act on the main screen
         state = self.run_state.state
         live = self.handle is not None and self.run_state.active
         if action == "start":
@@ -319,27 +394,96 @@ class TorchdeckApp(App):
             reason = "; ".join(form.errors) or "the form is not valid"
             self.report_error(f"cannot start: {reason}")
             return
-        self.message = ""
+        self._begin(form.config["task"])
+        self.run_worker(self._start(dict(form.config)), group="start", exit_on_error=False,
+                        exclusive=True)
+
+    def _begin(self, task: str = "", message: str = "") -> None:
+        """Forget the run followed so far (a detached one goes on) and clear the panes."""
+        self.message = message
         self.pacer.reset()
         self._dirty.clear()
         self._pending_params = None
+        self._gone_since, self._gone_now = None, False
         self.follower.reset("starting")
+        self._resuming = False
         self.loss_plot.model.clear()
         self.loss_plot.changed()
-        self.fit_view.clear(form.config["task"])
+        self.fit_view.clear(task)
         self.inspector.clear()
         self.handle = None
         self._update_bindings()
         self._show_status()
-        self.run_worker(self._start(dict(form.config)), group="start", exit_on_error=False,
-                        exclusive=True)
 
     async def _start(self, config: dict[str, Any]) -> None:
-        self.handle = await self.engine.start(config, self.runs_dir)
-        self.run_state.run_dir = str(self.handle.run_dir or "")
+        self._follow(await self.engine.start(config, self.runs_dir))
+
+    def _follow(self, handle: Any) -> None:
+        self.handle = handle
+        self.run_state.run_dir = str(handle.run_dir or "")
         self._update_bindings()
         if self._quit_when_ended:  # quit was asked for while preparing
-            self.handle.stop()
+            handle.stop()
+        self.tick()
+
+    def start_job(self, job: dict[str, Any], message: str = "") -> None:
+        """Resume or replay a run (a job for engine.worker) and follow it."""
+        if self.handle is not None and self.run_state.active:
+            self.notify(f"detached from {self.run_state.run_id}: it goes on training")
+        self._begin(message=message)
+        self._resuming = job.get("action") == "resume"
+        self.run_worker(self._spawn(job), group="start", exit_on_error=False, exclusive=True)
+
+    async def _spawn(self, job: dict[str, Any]) -> None:
+        self._follow(await self.engine.spawn(job))
+
+    def attach_run(self, run_dir: str | Path) -> None:
+        """Follow a run: its whole history so far, then live if its process still trains."""
+        if self.handle is not None and self.run_state.active:
+            self.notify(f"detached from {self.run_state.run_id}: it goes on training")
+        self._begin(message=f"opening {Path(run_dir).name}…")
+        self.run_worker(self._attach(run_dir), group="attach", exit_on_error=False,
+                        exclusive=True)
+
+    async def _attach(self, run_dir: str | Path) -> None:
+        handle = self.engine.follow(run_dir)
+        # the history may be long: parse it off the event loop
+        events = await asyncio.to_thread(handle.drain)
+        alive = await asyncio.to_thread(lambda: handle.alive)
+        self.handle = handle
+        self.run_state.run_dir = str(run_dir)
+        self.message = ""
+        self.apply_update(self.follower.apply(events))
+        if not events:
+            self.run_state.state = "idle"
+            self.report_error(f"{run_dir}: no events yet (a damaged or empty run)")
+        elif self.run_state.active and not alive:
+            self._gone_now = True
+        self._update_bindings()
+        self.tick()
+        self.redraw()
+
+    def offer_resume_diverged(self, reason: str) -> None:
+        """NaN guard: a diverged run may continue from its last good checkpoint with a lower
+        learning rate (a resume job; source auto takes best.pt for a diverged run)."""
+        # the handle's folder: the one in the events is where the run was made (it may have
+        # been moved or copied since)
+        run_dir = str(getattr(self.handle, "run_dir", "") or "") or self.run_state.run_dir
+        if not run_dir:
+            return
+        lr = self.run_state.lr / 10 if self.run_state.lr else 1e-3
+
+        def chosen(value: float | None) -> None:
+            if value is None:
+                return
+            self.start_job({"action": "resume", "ref": run_dir,
+                            "runs_dir": str(self.runs_dir) if self.runs_dir else None,
+                            "overrides": [f"optim.lr={value!r}"], "source": "auto"},
+                           f"resuming with lr {value:.4g}…")
+
+        note = f"{reason}\nResume from the last good checkpoint with a lower learning rate?"
+        self.push_screen(ResumeDialog("The run diverged", lr, note,
+                                      ok_label="Resume with this lr"), chosen)
 
     def action_pause(self) -> None:
         self._log_key("pause")
@@ -441,7 +585,9 @@ class TorchdeckApp(App):
                 return
 
             def chosen(choice: str | None) -> None:
-                if choice == "stop":
+                if choice == "detach":
+                    self.exit()
+                elif choice == "stop":
                     self._quit_when_ended = True
                     self.action_stop()
                     self.message = "stopping the run, then quitting…"
@@ -450,6 +596,10 @@ class TorchdeckApp(App):
             self.push_screen(QuitDialog(), chosen)
             return
         self.exit()
+
+    def action_runs(self) -> None:
+        if not isinstance(self.screen, RunsScreen):
+            self.push_screen(RunsScreen(self.runs_dir))
 
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
         yield from super().get_system_commands(screen)
@@ -465,17 +615,20 @@ def make_app(
     clock: Callable[[], float] | None = None,
     tick_s: float = TICK_S,
     background_delay_s: float = 0.3,
+    attach: str | Path | None = None,
 ) -> TorchdeckApp:
     """The app; tests inject a fake `engine` and a fixed `clock` for deterministic pictures.
 
     `tick_s` is how often events are drained; `background_delay_s` how long after mounting the
-    device list and plotext are loaded (after the first paint)."""
+    device list and plotext are loaded (after the first paint); `attach` a run folder to
+    follow from the start."""
     return TorchdeckApp(runs_dir, preset_dirs, engine, clock or time.monotonic, tick_s,
-                        background_delay_s)
+                        background_delay_s, attach)
 
 
-def run_app(runs_dir: str | Path | None = None, preset_dirs: Iterable[str | Path] = ()) -> int:
-    """Entry point for `torchdeck` with no subcommand."""
-    app = make_app(runs_dir=runs_dir, preset_dirs=preset_dirs)
+def run_app(runs_dir: str | Path | None = None, preset_dirs: Iterable[str | Path] = (),
+            attach: str | Path | None = None) -> int:
+    """Entry point for `torchdeck` (and `torchdeck attach RUN`, which passes `attach`)."""
+    app = make_app(runs_dir=runs_dir, preset_dirs=preset_dirs, attach=attach)
     app.run()
     return app.return_code or 0

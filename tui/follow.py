@@ -17,7 +17,8 @@ ACTIVE_STATES = ("starting", "running", "paused", "stopping")
 
 @dataclass
 class RunState:
-    state: str = "idle"  # idle|starting|running|paused|stopping|finished|stopped|diverged|failed
+    # idle|starting|running|paused|stopping|finished|stopped|diverged|failed|killed
+    state: str = "idle"
     run_id: str = ""
     run_dir: str = ""
     preset: str = ""
@@ -60,6 +61,7 @@ class Update:
     params: Any = None  # the newest ParamStats
     fit: Any = None  # the newest FitSnapshot
     started: Any = None  # RunStarted
+    truncate_at: int | None = None  # a resumed run re-logs the steps after this one
     lr_changes: list[Any] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     ended: Any = None  # Finished or Failed
@@ -73,15 +75,59 @@ class Update:
         )
 
 
+class DeadTracker:
+    """Which parameters get no gradient, judged over time rather than from one snapshot: a
+    single batch may well give a zero gradient (a ReLU that happens to be off for the few
+    samples in it) to a unit that learns. A parameter is dead when its gradient (or a whole
+    unit's, dead_frac) was zero in `needed` consecutive ParamStats events, or, once the run
+    has ended, in every one of them (a short run may have taken a single snapshot)."""
+
+    def __init__(self, needed: int = 3) -> None:
+        self.needed = needed
+        self.streak: dict[str, int] = {}
+        self.seen: dict[str, int] = {}
+        self.ended = False
+
+    def clear(self) -> None:
+        self.streak.clear()
+        self.seen.clear()
+        self.ended = False
+
+    @staticmethod
+    def zero_gradient(stat: Any) -> bool:
+        return bool(stat.dead_frac) or stat.grad_norm == 0.0
+
+    def observe(self, event: Any) -> None:
+        for stat in event.params:
+            if stat.grad_norm is None and stat.dead_frac is None:
+                continue  # no gradient yet: neither evidence for nor against
+            self.seen[stat.name] = self.seen.get(stat.name, 0) + 1
+            zero = self.zero_gradient(stat)
+            self.streak[stat.name] = self.streak.get(stat.name, 0) + 1 if zero else 0
+
+    def is_dead(self, name: str) -> bool:
+        streak = self.streak.get(name, 0)
+        if streak >= self.needed:
+            return True
+        return self.ended and streak > 0 and streak == self.seen.get(name, 0)
+
+    def dead_names(self) -> set[str]:
+        return {name for name in self.streak if self.is_dead(name)}
+
+
 class Follower:
     """Keeps a RunState up to date from events; `clock` timestamps checkpoints."""
 
     def __init__(self, clock: Callable[[], float]) -> None:
         self.clock = clock
         self.run = RunState()
+        self.dead = DeadTracker()
+        self.last_params: Any = None
 
     def reset(self, state: str = "starting") -> None:
         self.run = RunState(state=state)
+        self.dead.clear()
+        self.last_params = None
 
     def apply(self, events: Iterable[Any]) -> Update:
         up = Update()
@@ -102,6 +148,8 @@ class Follower:
                 run.step = max(run.step, event.step)
             elif kind == "params":
                 up.params = event
+                self.last_params = event
+                self.dead.observe(event)
             elif kind == "fit":
                 up.fit = event
             elif kind == "checkpoint":
@@ -121,25 +169,45 @@ class Follower:
                 up.warnings.append(event.message)
             elif kind == "run_started":
                 up.started = event
+                up.ended = None  # a resumed run goes on after its earlier end
+                if event.start_step > 0:
+                    self._truncate(up, event.start_step)
                 self._started(event)
             elif kind == "finished":
                 run.state = event.status
                 run.step = event.step
                 run.summary = dict(event.summary)
+                run.reason = str(event.summary.get("reason", "")) if event.status == \
+                    "diverged" else ""
+                self.dead.ended = True
                 up.ended = event
             elif kind == "failed":
                 run.state = "failed"
                 run.reason = event.reason
+                self.dead.ended = True
                 up.ended = event
         up.state_changed = run.state != before
         return up
 
+    @staticmethod
+    def _truncate(up: Update, step: int) -> None:
+        """A resumed run logs the steps after `step` again: drop them from this update, and
+        have what earlier updates drew cut there."""
+        up.truncate_at = step if up.truncate_at is None else min(up.truncate_at, step)
+        up.losses = [(first, losses[: step - first + 1]) for first, losses in up.losses
+                     if first <= step]
+        up.epochs = [e for e in up.epochs if e.step <= step]
+
     def _started(self, event: Any) -> None:
         run = self.run
-        if run.state in ("starting", "idle"):
-            run.state = "running"
+        run.state = "running"  # also after an earlier end: a resumed run goes on
+        run.reason = ""
+        run.summary = {}
+        if event.start_step == 0:
+            self.dead.clear()
+        self.dead.ended = False
         run.run_id = event.run_id
-        run.run_dir = event.run_dir
+        run.run_dir = run.run_dir or event.run_dir  # the folder followed, if known
         run.preset = event.preset
         run.task = event.task
         run.device = event.device

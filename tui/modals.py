@@ -108,16 +108,78 @@ class SavePresetDialog(_Dialog):
 
 
 class QuitDialog(_Dialog):
-    """A run is in progress: dismisses with 'stop' (stop it gracefully, then quit) or None."""
+    """A run is in progress: dismisses with 'detach' (the default: quit, the run goes on in its
+    own process), 'stop' (stop it gracefully, then quit) or None (cancel)."""
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog"):
             yield Label("A run is in progress. What should happen to it?")
+            yield Static("Detach: it keeps training in its own process; "
+                         "`torchdeck attach` follows it again.", classes="dialog-note")
             with Horizontal(classes="dialog-buttons"):
-                yield Button("Stop it and quit", id="quit-stop", variant="error", compact=True)
-                yield Button("Detach (later)", id="quit-detach", disabled=True, compact=True)
+                yield Button("Detach", id="quit-detach", variant="primary", compact=True)
+                yield Button("Stop and quit", id="quit-stop", variant="error", compact=True)
                 yield Button("Cancel", id="quit-cancel", compact=True)
+
+    def on_mount(self) -> None:
+        self.query_one("#quit-detach", Button).focus()
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
         event.stop()
-        self.dismiss("stop" if event.button.id == "quit-stop" else None)
+        self.dismiss({"quit-detach": "detach", "quit-stop": "stop"}.get(event.button.id or ""))
+
+
+def parse_lr(text: str) -> float | str:
+    """The learning rate in `text`, or why it is not one."""
+    try:
+        value = float(text)
+    except ValueError:
+        return f"expected a number > 0, got {text!r}"
+    if not math.isfinite(value) or value <= 0:
+        return f"expected a number > 0, got {text}"
+    return value
+
+
+class ResumeDialog(_Dialog):
+    """Resume a run (from its last good checkpoint) with a learning rate; dismisses with the
+    float, or None. Used for a diverged run (NaN guard) and from the runs screen."""
+
+    def __init__(self, title: str, lr: float, note: str = "", ok_label: str = "Resume") -> None:
+        super().__init__()
+        self.title_text = title
+        self.lr = lr
+        self.note = note
+        self.ok_label = ok_label
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="dialog", id="resume-dialog"):
+            yield Label(self.title_text, id="resume-title")
+            if self.note:
+                yield Static(self.note, id="resume-note", classes="dialog-note")
+            yield Label("Learning rate from the resume step on:")
+            yield Input(value=f"{self.lr:.6g}", id="resume-lr", compact=True)
+            yield Static("", id="resume-error", classes="dialog-error")
+            with Horizontal(classes="dialog-buttons"):
+                yield Button(self.ok_label, id="resume-ok", variant="primary", compact=True)
+                yield Button("Not now", id="resume-cancel", compact=True)
+
+    def on_mount(self) -> None:
+        self.query_one("#resume-ok", Button).focus()
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        event.stop()
+        self._submit()
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        event.stop()
+        if event.button.id == "resume-ok":
+            self._submit()
+        else:
+            self.dismiss(None)
+
+    def _submit(self) -> None:
+        value = parse_lr(self.query_one("#resume-lr", Input).value.strip())
+        if isinstance(value, str):
+            self.query_one("#resume-error", Static).update(value)
+        else:
+            self.dismiss(value)

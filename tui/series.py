@@ -67,6 +67,16 @@ class DecimatedSeries:
         for i, y in enumerate(ys):
             self.append(first_x + i, y)
 
+    def truncate(self, last_x: float) -> None:
+        """Forget the points after `last_x` (a resumed run logs those steps again). A bucket
+        holds consecutive x values, so its last one is its centre + (n - 1) / 2; a bucket that
+        straddles `last_x` goes as a whole (at most `width` points)."""
+        while self._n and self._x[-1] / self._n[-1] + (self._n[-1] - 1) / 2 > last_x:
+            self.total -= self._n[-1]
+            for values in (self._x, self._n, self._sum, self._cnt, self._min, self._max):
+                values.pop()
+        self._open = bool(self._n) and self._n[-1] < self.width
+
     def _merge_pairs(self) -> None:
         def pairs(values: list, fn) -> list:
             return [fn(values[i], values[i + 1]) for i in range(0, len(values) - 1, 2)]
@@ -121,6 +131,10 @@ class RecentWindow:
         start = max(0, len(ys) - (self._points.maxlen or len(ys)))
         for i in range(start, len(ys)):
             self._points.append((first_x + i, ys[i]))
+
+    def truncate(self, last_x: float) -> None:
+        while self._points and self._points[-1][0] > last_x:
+            self._points.pop()
 
     def points(self, max_points: int | None = None) -> tuple[list[float], list[float]]:
         xs = [x for x, y in self._points if math.isfinite(y)]

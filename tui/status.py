@@ -17,6 +17,7 @@ STATE_STYLES = {
     "stopped": "bold cyan",
     "diverged": "bold red",
     "failed": "bold red",
+    "killed": "bold red",
 }
 
 
@@ -55,12 +56,12 @@ def status_text(run: RunState, now: float, message: str = "") -> Text:
         parts.append(f"ETA {duration(run.eta_s)}")
     if run.device:
         parts.append(run.device + (f" {run.device_memory}" if run.device_memory else ""))
-    if run.last_checkpoint_t is not None:
+    if run.last_checkpoint_t is not None and run.active:
         parts.append(f"ckpt {duration(max(0.0, now - run.last_checkpoint_t))} ago")
     if run.lr:
         parts.append(f"lr {run.lr:.3g}")
     text.append(" " + " │ ".join(parts))
-    if run.state == "failed" and run.reason:
+    if run.state in ("failed", "diverged", "killed") and run.reason:
         text.append(f" │ {run.reason}", style="red")
     elif message:
         text.append(f" │ {message}", style="yellow")

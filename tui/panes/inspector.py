@@ -1,5 +1,6 @@
 """The parameter inspector: one row per parameter tensor, live; the highlighted row's histogram
-and (for tensors of at most 16 elements) its values. Dead units and zero gradients in red."""
+and (for tensors of at most 16 elements) its values. Dead parameters in red: those whose
+gradient stayed zero over several snapshots (see follow.DeadTracker), not one unlucky batch."""
 
 from __future__ import annotations
 
@@ -45,7 +46,7 @@ def pct(value: float | None) -> str:
     return "–" if value is None else f"{100 * value:.0f}%"
 
 
-def is_dead(stat: Any) -> bool:
+def zero_gradient(stat: Any) -> bool:
     return bool(stat.dead_frac) or stat.grad_norm == 0.0
 
 
@@ -76,16 +77,20 @@ def histogram(counts: tuple[int, ...], edges: tuple[float, float], rows: int = 4
     return text
 
 
-def info(stat: Any) -> Text:
+def info(stat: Any, dead: bool = False, streak: int = 0) -> Text:
     """Name, size, why it is dead, and the values themselves for small tensors."""
     text = Text()
-    text.append(stat.name, style="bold red" if is_dead(stat) else "bold")
+    text.append(stat.name, style="bold red" if dead else "bold")
     shape = "×".join(str(d) for d in stat.shape) or "scalar"
     text.append(f"  {shape}, {stat.numel:,} values", style="dim")
-    if is_dead(stat):
+    if zero_gradient(stat):
         why = (f"{100 * stat.dead_frac:.0f}% of units get no gradient" if stat.dead_frac
                else "gradient is exactly 0")
-        text.append(f"\n{why} (dead)", style="red")
+        seen = f" in {streak} snapshots in a row" if streak > 1 else " in this snapshot"
+        if dead:
+            text.append(f"\n{why}{seen} (dead)", style="red")
+        else:
+            text.append(f"\n{why}{seen} (one batch; not dead unless it stays)", style="dim")
     if stat.values is not None:
         text.append("\nvalues: ", style="dim")
         text.append(", ".join(f"{v:.6g}" for v in stat.values))
@@ -121,9 +126,9 @@ class ParamTable(Widget, can_focus=True):
     def row_count(self) -> int:
         return len(self.rows)
 
-    def set_stats(self, stats: list[Any]) -> None:
+    def set_stats(self, stats: list[Any], dead: set[str] | frozenset = frozenset()) -> None:
         self.rows = [row_cells(s) for s in stats]
-        self.dead = [is_dead(s) for s in stats]
+        self.dead = [s.name in dead for s in stats]
         for row in self.rows:  # columns only grow, so numbers do not jump about
             self.widths = [max(w, len(c)) for w, c in zip(self.widths, row, strict=True)]
         self.cursor = min(self.cursor, max(0, len(self.rows) - 1))
@@ -183,6 +188,8 @@ class Inspector(Container):
         super().__init__(**kwargs)
         self.border_title = "Parameters"
         self.stats: dict[str, Any] = {}
+        self.dead: set[str] = set()
+        self.streaks: dict[str, int] = {}
         self.step = 0
         self._info_lines = 0
 
@@ -200,14 +207,19 @@ class Inspector(Container):
         self.query_one("#param-info", Static).update("")
         self.border_title = "Parameters"
 
-    def show_stats(self, event: Any) -> None:
-        """Show a ParamStats event (only the newest of a tick is passed in)."""
+    def show_stats(self, event: Any, dead: set[str] | None = None,
+                   streaks: dict[str, int] | None = None) -> None:
+        """Show a ParamStats event (only the newest of a tick is passed in); `dead` names the
+        parameters judged dead over time, `streaks` how many snapshots in a row had a zero
+        gradient."""
         self.stats = {p.name: p for p in event.params}
+        self.dead = set(dead or ())
+        self.streaks = dict(streaks or {})
         self.step = event.step
         title = f"Parameters at step {event.step:,}"
         if self.border_title != title:
             self.border_title = title
-        self.query_one(ParamTable).set_stats(list(event.params))
+        self.query_one(ParamTable).set_stats(list(event.params), self.dead)
         self._show_detail()
 
     def on_param_table_highlighted(self, event: ParamTable.Highlighted) -> None:
@@ -223,7 +235,7 @@ class Inspector(Container):
         bin_width = 2 if hist.size.width >= 40 else 1
         hist.update(histogram(stat.hist_counts, stat.hist_edges, rows=3, bin_width=bin_width),
                     layout=False)
-        text = info(stat)
+        text = info(stat, stat.name in self.dead, self.streaks.get(stat.name, 0))
         width = self.query_one("#param-info-box").size.width
         lines = len(text.wrap(self.app.console, max(10, width)))
         # a layout pass only when the text's height changed (the box scrolls)

@@ -42,6 +42,13 @@ class LossModel:
         self.recent.extend(first_step, losses)
         self.version += 1
 
+    def truncate(self, step: int) -> None:
+        """Drop what came after `step`: a resumed run continues from there."""
+        self.train.truncate(step)
+        self.recent.truncate(step)
+        self.val.truncate(step)
+        self.version += 1
+
     def add_val(self, step: int, val_loss: float) -> None:
         self.val.append(step, val_loss)
         self.version += 1
