@@ -40,6 +40,15 @@ def _sets(p: argparse.ArgumentParser, what: str) -> None:
     )
 
 
+def _distributed(p: argparse.ArgumentParser) -> None:
+    dist = p.add_argument_group("several processes (torchrun + DistributedDataParallel)")
+    dist.add_argument("--nproc", type=int, help="processes on this machine (one per GPU)")
+    dist.add_argument("--nnodes", type=int, default=1, help="machines taking part")
+    dist.add_argument("--node-rank", type=int, default=0, help="this machine's index")
+    dist.add_argument("--master-addr", help="address of the machine with node rank 0")
+    dist.add_argument("--master-port", type=int, help="port on that machine")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="torchdeck", description="Train PyTorch models from a terminal UI.")
     parser.add_argument(
@@ -63,12 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="train in the background, independent of this terminal",
     )
-    dist = train.add_argument_group("several processes (torchrun + DistributedDataParallel)")
-    dist.add_argument("--nproc", type=int, help="processes on this machine (one per GPU)")
-    dist.add_argument("--nnodes", type=int, default=1, help="machines taking part")
-    dist.add_argument("--node-rank", type=int, default=0, help="this machine's index")
-    dist.add_argument("--master-addr", help="address of the machine with node rank 0")
-    dist.add_argument("--master-port", type=int, help="port on that machine")
+    _distributed(train)
     _common(train, presets=True)
 
     sub.add_parser("presets", help="list presets")
@@ -89,6 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="checkpoint to continue from (auto: best.pt for a diverged run, else last.pt)",
     )
     resume.add_argument("--detach", action="store_true", help="continue in the background")
+    resume.add_argument("--device", help="auto, cpu or cuda (with --nproc)")
+    _distributed(resume)
     _common(resume)
 
     replay = sub.add_parser("replay", help="a new run with a run's config and live changes")
@@ -139,6 +145,8 @@ def dispatch(args: argparse.Namespace, runs_dir: str | None, preset_dirs: list[s
             "overrides": args.overrides,
             "source": getattr(args, "source", "auto"),
         }
+        if getattr(args, "nproc", None) is not None:
+            return cmd_resume_distributed(args, job)
         return run_job(job, args.detach)
     if command == "presets":
         from engine.report import print_presets
@@ -184,11 +192,11 @@ def cmd_train(args: argparse.Namespace, runs_dir: str | None, preset_dirs: list[
     return run_job(job, args.detach)
 
 
-def cmd_train_distributed(args: argparse.Namespace, config: dict, runs_dir: str | None) -> int:
+def _check_distributed(args: argparse.Namespace, config: dict, device_name: str) -> dict:
+    """One-line errors for what cannot run distributed; returns torchrun's options."""
     from engine.devices import resolve_device
     from engine.distributed import per_rank_batch
     from engine.errors import ConfigError
-    from engine.launch import launch
 
     if args.nproc < 1:
         raise ConfigError(f"--nproc {args.nproc}: expected 1 or more processes")
@@ -197,16 +205,37 @@ def cmd_train_distributed(args: argparse.Namespace, config: dict, runs_dir: str 
     if config["data"]["source"] == "teacher":
         raise ConfigError("--nproc: the teacher stream draws its batches in one process only")
     per_rank_batch(config["train"]["batch_size"], args.nproc * args.nnodes)
-    device = resolve_device(config["train"]["device"], "--device")
-    if device.type == "mps":
+    if resolve_device(device_name, "--device").type == "mps":
         raise ConfigError("--nproc: distributed training runs on cuda (nccl) or cpu (gloo)")
-    dist_args = {
+    return {
         "nnodes": args.nnodes,
         "node_rank": args.node_rank,
         "master_addr": args.master_addr,
         "master_port": args.master_port,
     }
-    return launch(config, runs_dir, args.nproc, dist_args)
+
+
+def cmd_train_distributed(args: argparse.Namespace, config: dict, runs_dir: str | None) -> int:
+    from engine.launch import launch
+
+    dist_args = _check_distributed(args, config, config["train"]["device"])
+    job = {"action": "train", "config": config, "runs_dir": runs_dir}
+    return launch(job, args.nproc, dist_args)
+
+
+def cmd_resume_distributed(args: argparse.Namespace, job: dict) -> int:
+    """Continue any run (one process or several) in N processes."""
+    from engine.launch import launch
+    from engine.rundir import find_run
+
+    config = find_run(args.run, job["runs_dir"]).read_meta().get("config", {})
+    if "train" not in config or "data" not in config:
+        from engine.errors import RunDirError
+
+        raise RunDirError(f"run {args.run}: run.toml has no [config] to resume")
+    device = args.device or config["train"].get("device", "auto")
+    dist_args = _check_distributed(args, config, device)
+    return launch({**job, "device": device}, args.nproc, dist_args)
 
 
 def run_job(job: dict[str, Any], detach: bool) -> int:

@@ -123,11 +123,12 @@ def resumed_trainer(
     new_lr: float | None,
     sinks: Sequence[Any] = (),
     control: Any = None,
+    dist: Any = None,
 ):
     """A Trainer positioned at the checkpoint, with --set optim.lr applied as a live change."""
     from engine.trainer import Trainer
 
-    trainer = Trainer(prep, sinks=sinks, control=control)
+    trainer = Trainer(prep, sinks=sinks, control=control, dist=dist)
     trainer.restore(ckpt)
     if new_lr is not None:
         trainer.scheduled.insert(0, {"step": trainer.step, "key": "optim.lr", "new": new_lr})

@@ -24,33 +24,44 @@ def main(job_path: str) -> int:
     from torch.nn.parallel import DistributedDataParallel
 
     from engine.console import ConsolePrinter
+    from engine.continuation import prepare_resume, resumed_trainer
     from engine.distributed import NullRunDir, ShardedData, init_from_env, per_rank_batch
     from engine.session import PreparedRun, build_parts, prepare_run
     from engine.trainer import Trainer
     from engine.worker import watch_control_file
 
     job = json.loads(Path(job_path).read_text())
-    config = job["config"]
-    ctx, device = init_from_env(config["train"]["device"])
-    config["train"]["device"] = device
+    resume = job.get("action") == "resume"
+    config = job.get("config") or {}
+    ctx, device = init_from_env(job["device"] if resume else config["train"]["device"])
     error_file = Path(f"{job_path}.rank{ctx.rank}.error")
     try:
         reply: dict = {}
         prep = None
         if ctx.is_main:
             try:
-                per_rank_batch(config["train"]["batch_size"], ctx.world)
-                prep = prepare_run(config, job.get("runs_dir"))
-                reply = {"run_dir": str(prep.run.path), "run_id": prep.run.id}
+                if resume:
+                    overrides = [*job.get("overrides", []), f"train.device={device}"]
+                    prep, ckpt, new_lr = prepare_resume(
+                        job["ref"], job.get("runs_dir"), overrides, job.get("source", "auto")
+                    )
+                    reply = {"ckpt": ckpt, "new_lr": new_lr}
+                else:
+                    config["train"]["device"] = device
+                    per_rank_batch(config["train"]["batch_size"], ctx.world)
+                    prep = prepare_run(config, job.get("runs_dir"))
+                reply.update(run_dir=str(prep.run.path), run_id=prep.run.id, config=prep.config)
                 Path(f"{job_path}.run").write_text(reply["run_dir"])
             except TorchdeckError as err:
                 reply = {"error": str(err)}
-        reply = ctx.broadcast(reply)
+        reply = ctx.broadcast(reply)  # the checkpoint too, so no rank needs the run folder
         if "error" in reply:
             if ctx.is_main:
                 print(f"torchdeck: {reply['error']}", file=sys.stderr)
             return 2
         if prep is None:
+            config = reply["config"]
+            config["train"]["device"] = device
             parts = build_parts(config)
             prep = PreparedRun(config, *parts, run=NullRunDir(reply["run_dir"], reply["run_id"]))
         prep.data = ShardedData(prep.data, ctx)
@@ -71,7 +82,10 @@ def main(job_path: str) -> int:
             prep.run.write_meta()
             if job.get("print", True):
                 sinks.append(ConsolePrinter())
-        trainer = Trainer(prep, sinks=sinks, dist=ctx)
+        if resume:
+            trainer = resumed_trainer(prep, reply["ckpt"], reply["new_lr"], sinks, dist=ctx)
+        else:
+            trainer = Trainer(prep, sinks=sinks, dist=ctx)
         if ctx.is_main:
             watch_control_file(prep.run.path, trainer.control, threading.Event())
         result = trainer.run()

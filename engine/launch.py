@@ -35,16 +35,17 @@ def torchrun_command(job_file: Path, nproc: int, dist_args: dict[str, Any]) -> l
 
 
 def launch(
-    config: dict[str, Any],
-    runs_dir: str | None,
+    job: dict[str, Any],
     nproc: int,
     dist_args: dict[str, Any] | None = None,
     timeout: float | None = None,
 ) -> int:
-    """Run the distributed job in the foreground; returns the exit status for the CLI."""
+    """Run a distributed job ({"action": "train", "config", "runs_dir"} or {"action": "resume",
+    "ref", "runs_dir", "overrides", "source", "device"}) in the foreground; returns the exit
+    status for the CLI."""
     with tempfile.TemporaryDirectory(prefix="torchdeck-job-") as tmp:
         job_file = Path(tmp) / "job.json"
-        job_file.write_text(json.dumps({"config": config, "runs_dir": runs_dir}))
+        job_file.write_text(json.dumps(job))
         proc = subprocess.run(
             torchrun_command(job_file, nproc, dist_args or {}),
             stderr=subprocess.PIPE,

@@ -169,3 +169,23 @@ def test_two_gpus_nccl(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     meta = tomllib.loads((next(tmp_path.iterdir()) / "run.toml").read_text())
     assert meta["run"]["backend"] == "nccl"
+
+
+def test_one_process_run_resumes_in_two(tmp_path):
+    """The other way round: a single-process run's checkpoint continues under torchrun."""
+    preset = no_dropout_preset(tmp_path)
+    runs = tmp_path / "runs"
+    _, _, run = train(str(preset), runs, *EVEN_SETS[:1], "train.epochs=1")
+    proc = torchdeck("resume", run.name, "--nproc", "2", "--set", "train.epochs=2",
+                     "--runs-dir", str(runs))  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    meta = tomllib.loads((run / "run.toml").read_text())
+    assert meta["run"]["status"] == "finished" and meta["summary"]["steps"] == 90
+    assert meta["run"]["world_size"] == 2
+    _, ref_events, ref = train(str(preset), tmp_path / "ref", *EVEN_SETS)
+    resumed = [loss for _, _, loss, _ in step_rows(RunDir(run))]
+    assert resumed == pytest.approx(losses(ref_events), rel=1e-4, abs=1e-5)
+    got = load_checkpoint(run / "checkpoints" / "last.pt")["model"]
+    want = load_checkpoint(ref / "checkpoints" / "last.pt")["model"]
+    for k in want:
+        assert torch.allclose(got[k], want[k], rtol=1e-4, atol=1e-5), k
