@@ -29,23 +29,17 @@ def test_idle_screen(snap_compare, tmp_path):
     assert snap_compare(_app(tmp_path), terminal_size=(120, 40), run_before=_settle)
 
 
-def test_mid_run_screen(snap_compare, tmp_path):
-    async def run_before(pilot) -> None:
-        await _settle(pilot)
-        await pilot.press("s")
-        await pilot.app.workers.wait_for_complete()
-        pilot.app.tick()
-        await pilot.pause()
+async def _mid_run(pilot) -> None:
+    await _settle(pilot)
+    await pilot.press("s")
+    await pilot.app.workers.wait_for_complete()
+    pilot.app.tick()
+    await pilot.pause()
 
-    assert snap_compare(_app(tmp_path), terminal_size=(120, 40), run_before=run_before)
+
+def test_mid_run_screen(snap_compare, tmp_path):
+    assert snap_compare(_app(tmp_path), terminal_size=(120, 40), run_before=_mid_run)
 
 
 def test_mid_run_screen_narrow(snap_compare, tmp_path):
-    async def run_before(pilot) -> None:
-        await _settle(pilot)
-        await pilot.press("s")
-        await pilot.app.workers.wait_for_complete()
-        pilot.app.tick()
-        await pilot.pause()
-
-    assert snap_compare(_app(tmp_path), terminal_size=(80, 24), run_before=run_before)
+    assert snap_compare(_app(tmp_path), terminal_size=(80, 24), run_before=_mid_run)
