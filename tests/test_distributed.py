@@ -122,7 +122,7 @@ def test_killing_one_rank_fails_the_run_and_ends_the_other(tmp_path):
     run = next(runs.iterdir())
     meta = tomllib.loads((run / "run.toml").read_text())
     assert meta["run"]["status"] == "failed"
-    assert "rank 1" in meta["summary"]["reason"], meta["summary"]["reason"]
+    assert meta["summary"]["reason"].startswith("rank 1 was killed (signal 9)"), meta["summary"]
     time.sleep(1)
     assert _rank_pids(str(run.parent)) == {} and not _alive(pids[0])  # no rank left hanging
 
