@@ -200,8 +200,6 @@ def _check_distributed(args: argparse.Namespace, config: dict, device_name: str)
 
     if args.nproc < 1:
         raise ConfigError(f"--nproc {args.nproc}: expected 1 or more processes")
-    if args.detach:
-        raise ConfigError("--detach with --nproc: not supported yet; run it under nohup or tmux")
     if config["data"]["source"] == "teacher":
         raise ConfigError("--nproc: the teacher stream draws its batches in one process only")
     per_rank_batch(config["train"]["batch_size"], args.nproc * args.nnodes)
@@ -220,6 +218,8 @@ def cmd_train_distributed(args: argparse.Namespace, config: dict, runs_dir: str 
 
     dist_args = _check_distributed(args, config, config["train"]["device"])
     job = {"action": "train", "config": config, "runs_dir": runs_dir}
+    if args.detach:
+        return report_detached({"job": job, "nproc": args.nproc, "dist_args": dist_args})
     return launch(job, args.nproc, dist_args)
 
 
@@ -235,20 +235,28 @@ def cmd_resume_distributed(args: argparse.Namespace, job: dict) -> int:
         raise RunDirError(f"run {args.run}: run.toml has no [config] to resume")
     device = args.device or config["train"].get("device", "auto")
     dist_args = _check_distributed(args, config, device)
-    return launch({**job, "device": device}, args.nproc, dist_args)
+    job = {**job, "device": device}
+    if args.detach:
+        return report_detached({"job": job, "nproc": args.nproc, "dist_args": dist_args})
+    return launch(job, args.nproc, dist_args)
+
+
+def report_detached(job: dict[str, Any]) -> int:
+    """Start a job in its own session (a worker, or torchrun's launcher) and say where it is."""
+    from engine.worker import spawn
+
+    reply = spawn(job, module="engine.launch" if "nproc" in job else "engine.worker")
+    print(
+        f"run {reply['run_id']} is training in the background (pid {reply['pid']}): "
+        f"{reply['run_dir']}\nfollow it with: torchdeck attach {reply['run_id']}"
+    )
+    return 0
 
 
 def run_job(job: dict[str, Any], detach: bool) -> int:
     """Run a train/resume/replay job here (headless, printing) or in a detached worker."""
     if detach:
-        from engine.worker import spawn
-
-        reply = spawn(job)
-        print(
-            f"run {reply['run_id']} is training in the background (pid {reply['pid']}): "
-            f"{reply['run_dir']}\nfollow it with: torchdeck attach {reply['run_id']}"
-        )
-        return 0
+        return report_detached(job)
 
     from engine.console import ConsolePrinter
     from engine.worker import prepare_job

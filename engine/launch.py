@@ -12,10 +12,13 @@ import re
 import subprocess
 import sys
 import tempfile
+import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from engine.errors import RunDirError
+from engine.errors import RunDirError, TorchdeckError
 from engine.rundir import RunDir
 
 
@@ -38,34 +41,41 @@ def launch(
     job: dict[str, Any],
     nproc: int,
     dist_args: dict[str, Any] | None = None,
-    timeout: float | None = None,
+    on_started: Callable[[RunDir], None] | None = None,
 ) -> int:
     """Run a distributed job ({"action": "train", "config", "runs_dir"} or {"action": "resume",
-    "ref", "runs_dir", "overrides", "source", "device"}) in the foreground; returns the exit
-    status for the CLI."""
+    "ref", "runs_dir", "overrides", "source", "device"}) and wait for it; returns the exit
+    status for the CLI. `on_started` is called once rank 0 has made the run folder."""
     with tempfile.TemporaryDirectory(prefix="torchdeck-job-") as tmp:
         job_file = Path(tmp) / "job.json"
-        job_file.write_text(json.dumps(job))
-        proc = subprocess.run(
+        detached = on_started is not None  # then nobody reads the ranks' progress lines
+        job_file.write_text(json.dumps({**job, "print": not detached}))
+        proc = subprocess.Popen(
             torchrun_command(job_file, nproc, dist_args or {}),
+            stdout=subprocess.DEVNULL if detached else None,
             stderr=subprocess.PIPE,
             text=True,
-            timeout=timeout,
         )
+        stderr: list[str] = []
+        reader = threading.Thread(target=lambda: stderr.append(proc.stderr.read()), daemon=True)
+        reader.start()
         run_file = Path(f"{job_file}.run")
-        errors = sorted(Path(tmp).glob("job.json.rank*.error"))
-        reasons = [p.read_text().strip() for p in errors]
+        while on_started is not None and proc.poll() is None and not run_file.exists():
+            time.sleep(0.1)
+        if on_started is not None and run_file.exists():
+            on_started(RunDir(Path(run_file.read_text())))
+        proc.wait()
+        reader.join()
+        err = "".join(stderr)
+        reasons = [p.read_text().strip() for p in sorted(Path(tmp).glob("job.json.rank*.error"))]
         if not run_file.exists():
-            # rank 0 never made a run folder: a config error it already printed, or a crash
-            tail = [ln for ln in proc.stderr.splitlines() if ln.startswith("torchdeck:")]
-            if tail:
-                print(tail[-1], file=sys.stderr)
-                return 2
-            raise RunDirError(
-                f"the distributed run failed to start: {_summary(proc.stderr, reasons)}"
-            )
+            # rank 0 never made a run folder: a config error it reported, or a crash
+            told = [ln for ln in err.splitlines() if ln.startswith("torchdeck: ")]
+            if told:
+                raise TorchdeckError(told[-1].removeprefix("torchdeck: "))
+            raise RunDirError(f"the distributed run failed to start: {_summary(err, reasons)}")
         run = RunDir(Path(run_file.read_text()))
-    return _settle(run, proc, reasons)
+    return _settle(run, proc.returncode, err, reasons)
 
 
 def _summary(stderr: str, reasons: list[str]) -> str:
@@ -87,13 +97,36 @@ def _summary(stderr: str, reasons: list[str]) -> str:
     return lines[-1] if lines else "unknown error"
 
 
-def _settle(run: RunDir, proc: subprocess.CompletedProcess, reasons: list[str]) -> int:
+def _settle(run: RunDir, returncode: int, stderr: str, reasons: list[str]) -> int:
     meta = run.read_meta()
     status = meta["run"].get("status")
-    if proc.returncode == 0 and status not in ("running", "paused"):
+    if returncode == 0 and status not in ("running", "paused"):
         return 0 if status in ("finished", "stopped") else 3
-    reason = _summary(proc.stderr, reasons)
+    reason = _summary(stderr, reasons)
     meta.setdefault("summary", {})["reason"] = reason
     run.update("failed", summary=meta["summary"])
     print(f"torchdeck: run {run.id} failed: {reason}", file=sys.stderr)
     return 1
+
+
+def detached_main() -> int:
+    """`python -m engine.launch`, started by `train --nproc N --detach` in a new session: the
+    same handshake as engine.worker (one JSON line once the run folder exists), then stdout
+    and stderr go to the run's worker.log while torchrun runs."""
+    from engine.worker import LOG_FILE, detach_stdio
+
+    request = json.loads(sys.stdin.read())
+
+    def started(run: RunDir) -> None:
+        print(json.dumps({"ok": True, "run_dir": str(run.path), "run_id": run.id}), flush=True)
+        detach_stdio(run.path / LOG_FILE)
+
+    try:
+        return launch(request["job"], request["nproc"], request["dist_args"], on_started=started)
+    except TorchdeckError as err:
+        print(json.dumps({"ok": False, "error": str(err)}), flush=True)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(detached_main())

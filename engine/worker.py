@@ -66,6 +66,14 @@ def watch_control_file(run_dir: Path, control: Any, stop: threading.Event) -> th
     return thread
 
 
+def detach_stdio(log_path: Path) -> None:
+    """After the handshake: stdout and stderr to the run's log, stdin from /dev/null."""
+    log = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    for fd in (1, 2):
+        os.dup2(log, fd)
+    os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
+
+
 def prepare_job(job: dict[str, Any]):
     """The trainer for a job: train a config, resume a run, or replay a run."""
     from engine.continuation import prepare_replay, prepare_resume, resumed_trainer
@@ -100,11 +108,7 @@ def worker_main() -> int:
         return 2
     run_dir = trainer.p.run.path
     print(json.dumps({"ok": True, "run_dir": str(run_dir), "run_id": trainer.p.run.id}), flush=True)
-    log = os.open(run_dir / LOG_FILE, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    for fd in (1, 2):
-        os.dup2(log, fd)
-    devnull = os.open(os.devnull, os.O_RDONLY)
-    os.dup2(devnull, 0)
+    detach_stdio(run_dir / LOG_FILE)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, lambda *_: trainer.control.stop())
@@ -114,10 +118,6 @@ def worker_main() -> int:
     stop.set()
     print(f"{result.type}: {result}", flush=True)
     return 0 if result.type == "finished" else 1
-
-
-def _command() -> list[str]:
-    return [sys.executable, "-m", "engine.worker"]
 
 
 def _parse_reply(out: bytes, err: bytes) -> dict[str, Any]:
@@ -136,15 +136,15 @@ def _parse_reply(out: bytes, err: bytes) -> dict[str, Any]:
     return reply
 
 
-def spawn(job: dict[str, Any], cwd: str | None = None) -> dict[str, Any]:
-    """Start a worker for `job` and wait until its run is prepared; returns its reply."""
+def spawn(job: dict[str, Any], module: str = "engine.worker") -> dict[str, Any]:
+    """Start a worker for `job` in a new session and wait until its run is prepared; returns
+    its reply. `module` is engine.launch for a distributed job."""
     proc = subprocess.Popen(
-        _command(),
+        [sys.executable, "-m", module],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         start_new_session=True,
-        cwd=cwd,
     )
     assert proc.stdin and proc.stdout and proc.stderr
     proc.stdin.write(json.dumps(job).encode())

@@ -189,3 +189,30 @@ def test_one_process_run_resumes_in_two(tmp_path):
     want = load_checkpoint(ref / "checkpoints" / "last.pt")["model"]
     for k in want:
         assert torch.allclose(got[k], want[k], rtol=1e-4, atol=1e-5), k
+
+
+def test_detached_distributed_run_is_followed_like_any_run(tmp_path):
+    import asyncio
+
+    from engine.follow import FollowHandle
+
+    proc = torchdeck("train", "digits-cnn", "--nproc", "2", "--detach", "--set", "train.epochs=2",
+                     "--runs-dir", str(tmp_path))  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "training in the background" in proc.stdout
+    launcher_pid = int(proc.stdout.split("(pid ")[1].split(")")[0])
+    try:
+        run = next(tmp_path.iterdir())
+
+        async def follow():
+            return [e async for e in FollowHandle(run, poll_s=0.05).events()]
+
+        events = asyncio.run(asyncio.wait_for(follow(), timeout=240))
+        assert events[-1].type == "finished" and len(losses(events)) == 90
+        meta = tomllib.loads((run / "run.toml").read_text())
+        assert meta["run"]["world_size"] == 2 and meta["run"]["status"] == "finished"
+    finally:
+        try:
+            os.killpg(launcher_pid, signal.SIGKILL)  # its own session: torchrun and ranks too
+        except ProcessLookupError:
+            pass
