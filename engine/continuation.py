@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import socket
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -73,7 +71,7 @@ def prepare_resume(
     run.meta["run"].pop("ended", None)
     run.meta["run"]["resumed"] = int(run.meta["run"].get("resumed", 0)) + 1
     run.meta["config"] = config
-    mark_owner(run)
+    run.claim()
     run.write_meta()
     return PreparedRun(config, device, data, model, optimizer, loss_fn, run), ckpt, new_lr
 
@@ -106,15 +104,8 @@ def prepare_replay(
     target = Path(runs_dir) if runs_dir else run.path.parent
     prep = prepare_run(config, target)
     prep.run.meta["run"]["replay_of"] = run.id
-    mark_owner(prep.run)
     prep.run.write_meta()
     return prep, list(meta.get("changes", []))
-
-
-def mark_owner(run: RunDir) -> None:
-    """Record which process trains the run, so others can tell whether it is alive."""
-    run.meta["run"]["pid"] = os.getpid()
-    run.meta["run"]["host"] = socket.gethostname()
 
 
 def resumed_trainer(

@@ -113,18 +113,17 @@ def detached_main() -> int:
     """`python -m engine.launch`, started by `train --nproc N --detach` in a new session: the
     same handshake as engine.worker (one JSON line once the run folder exists), then stdout
     and stderr go to the run's worker.log while torchrun runs."""
-    from engine.worker import LOG_FILE, detach_stdio
+    from engine.worker import handshake
 
     request = json.loads(sys.stdin.read())
 
     def started(run: RunDir) -> None:
-        print(json.dumps({"ok": True, "run_dir": str(run.path), "run_id": run.id}), flush=True)
-        detach_stdio(run.path / LOG_FILE)
+        handshake({"ok": True, "run_dir": str(run.path), "run_id": run.id}, run.path)
 
     try:
         return launch(request["job"], request["nproc"], request["dist_args"], on_started=started)
     except TorchdeckError as err:
-        print(json.dumps({"ok": False, "error": str(err)}), flush=True)
+        handshake({"ok": False, "error": str(err)})
         return 2
 
 

@@ -113,14 +113,13 @@ class RunDir:
                     "status": "running",
                     "started": started,
                     "device": device,
-                    "host": socket.gethostname(),
-                    "pid": os.getpid(),
                     "versions": versions(),
                 },
                 "config": config,
                 "summary": {},
                 "changes": [],
             }
+            run.claim()
             run.write_meta()
             (path / EVENTS_FILE).touch()
         except OSError as err:
@@ -150,6 +149,11 @@ class RunDir:
         except (tomllib.TOMLDecodeError, OSError) as err:
             raise RunDirError(f"{self.path / RUN_FILE}: unreadable: {err}") from None
         return self.meta
+
+    def claim(self) -> None:
+        """Record this process as the one training the run, so others can tell it is alive."""
+        self.meta["run"]["pid"] = os.getpid()
+        self.meta["run"]["host"] = socket.gethostname()
 
     def update(self, status: str | None = None, **sections: Any) -> None:
         if status is not None:

@@ -202,33 +202,8 @@ class Trainer:
     def _sync(self, now: float) -> None:
         """A collective point of a distributed run: losses, then rank 0's commands."""
         self._tick(now)
-        commands = self.dist.broadcast(self.control.drain() if self.is_main else None)
-        for command, value in commands:
-            if command == "pause":
-                self._dist_pause()
-            else:
-                self._apply(command, value)
-
-    def _dist_pause(self) -> None:
-        """Every rank waits; rank 0 relays commands (and keep-alives, so no collective times
-        out during a long pause)."""
-        if self.is_main:
-            self.save("last")
-            self.p.run.update("paused")
-            self.emit(ev.Paused(step=self.step))
-            self.p.run.flush_events()
-        while True:
-            item = None
-            if self.is_main:
-                item = self.control.wait(timeout=5.0) or ("keepalive", None)
-            command, value = self.dist.broadcast(item)
-            if command == "resume":
-                break
-            if command != "keepalive":
-                self._apply(command, value)
-        if self.is_main:
-            self.p.run.update("running")
-            self.emit(ev.Resumed(step=self.step))
+        for command, value in self.dist.broadcast(self.control.drain() if self.is_main else None):
+            self._apply(command, value)
 
     def _flush_losses(self) -> None:
         """Fetch the pending step losses (one host sync) and emit them, then the epochs that
@@ -370,27 +345,33 @@ class Trainer:
             self._pause()
 
     def _pause(self) -> None:
+        """Checkpoint, then wait for resume or stop, applying lr changes meanwhile. On ranks
+        other than 0 the writes and events are no-ops (NullRunDir, no sinks)."""
         self._flush_losses()
-        now = time.perf_counter()
-        self._active_s += now - self._segment_start
+        self._active_s += time.perf_counter() - self._segment_start
         self.save("last")
         self.p.run.update("paused")
         self.emit(ev.Paused(step=self.step))
         self.p.run.flush_events()
         while True:
-            item = self.control.wait(timeout=0.5)
-            if item is None:
-                continue
-            command, value = item
+            command, value = self._command_while_paused()
             if command == "resume":
                 break
-            if command == "stop":
-                raise _Stop
-            self._apply(command, value)
-        self.control.drain()
+            if command not in ("pause", "keepalive"):
+                self._apply(command, value)
         self._segment_start, self._segment_step = time.perf_counter(), self.step
         self.p.run.update("running")
         self.emit(ev.Resumed(step=self.step))
+
+    def _command_while_paused(self) -> tuple[str, Any]:
+        if self.dist is None:
+            while (item := self.control.wait(timeout=0.5)) is None:
+                pass
+            return item
+        # every rank waits in the broadcast; rank 0 relays its commands, and a keep-alive
+        # every few seconds so no collective times out during a long pause
+        item = (self.control.wait(timeout=5.0) or ("keepalive", None)) if self.is_main else None
+        return self.dist.broadcast(item)
 
     # --- checkpoints and stats --------------------------------------------------------------
     def checkpoint_payload(self) -> dict[str, Any]:

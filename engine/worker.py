@@ -66,9 +66,13 @@ def watch_control_file(run_dir: Path, control: Any, stop: threading.Event) -> th
     return thread
 
 
-def detach_stdio(log_path: Path) -> None:
-    """After the handshake: stdout and stderr to the run's log, stdin from /dev/null."""
-    log = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+def handshake(reply: dict[str, Any], log_dir: Path | None = None) -> None:
+    """Tell the parent (`spawn`) how the start went, in one JSON line; after a good start,
+    stdout and stderr go to the run's worker.log and stdin comes from /dev/null."""
+    print(json.dumps(reply), flush=True)
+    if log_dir is None:
+        return
+    log = os.open(log_dir / LOG_FILE, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     for fd in (1, 2):
         os.dup2(log, fd)
     os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
@@ -104,11 +108,10 @@ def worker_main() -> int:
     try:
         trainer = prepare_job(job)
     except TorchdeckError as err:
-        print(json.dumps({"ok": False, "error": str(err)}), flush=True)
+        handshake({"ok": False, "error": str(err)})
         return 2
     run_dir = trainer.p.run.path
-    print(json.dumps({"ok": True, "run_dir": str(run_dir), "run_id": trainer.p.run.id}), flush=True)
-    detach_stdio(run_dir / LOG_FILE)
+    handshake({"ok": True, "run_dir": str(run_dir), "run_id": trainer.p.run.id}, run_dir)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, lambda *_: trainer.control.stop())
