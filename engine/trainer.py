@@ -425,6 +425,9 @@ class Trainer:
         if not self.is_main:
             return
         self._flush_losses()
+        # every event up to this checkpoint reaches the file first: a kill after the
+        # checkpoint must not lose steps that a resume will not log again
+        self.p.run.flush_events()
         self._check_finite_params()
         path = self.p.run.best_ckpt if kind == "best" else self.p.run.last_ckpt
         payload = self.checkpoint_payload()
