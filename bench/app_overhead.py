@@ -1,9 +1,9 @@
 """App overhead: what following a run in the app costs the training, and how the app keeps up.
 
-Runs train in their own process (engine.worker), started by the app or headless. In one
+Runs train in their own process (engine.procs.worker), started by the app or headless. In one
 process:
 1. throughput (samples/s, from the run's summary in run.toml) of the same run trained
-   headless (engine.worker.spawn, then nothing but waiting for the process to end) and
+   headless (engine.procs.worker.spawn, then nothing but waiting for the process to end) and
    followed by the app (App.run_test, 120x40, default tick and redraw pacing; the app starts
    the run with s), interleaved for several rounds; median ratio. Cases: the `digits-cnn`
    preset (the CNN case) and `kink`, both shortened with --set-style overrides.
@@ -56,7 +56,7 @@ def _samples_per_s(run_dir: str | Path) -> float:
 
 def headless(config: dict[str, Any], runs_dir: Path) -> float:
     """A worker process with nobody following it: the baseline."""
-    from engine.worker import spawn
+    from engine.procs.worker import spawn
 
     reply = spawn({"action": "train", "config": config, "runs_dir": str(runs_dir)})
     while _alive(reply["pid"]):

@@ -19,9 +19,9 @@ import time
 import torch
 from torch import nn
 
+from engine.build import prepare_run
 from engine.presets import resolve_config
-from engine.session import prepare_run
-from engine.trainer import Trainer
+from engine.train.loop import Trainer
 
 
 def order_seed(seed: int, epoch: int) -> int:

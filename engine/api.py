@@ -113,8 +113,8 @@ async def start_run(
     handle = RunHandle(asyncio.get_running_loop())
 
     def prepare():  # importing torch and loading data both happen off the event loop
-        from engine.session import prepare_run
-        from engine.trainer import Trainer
+        from engine.build import prepare_run
+        from engine.train.loop import Trainer
 
         prep = prepare_run(dict(config), runs_dir)
         return Trainer(prep, sinks=[handle._sink, *sinks], control=handle.control)
@@ -138,8 +138,8 @@ def run_sync(
     device_option: str = "[train] device",
 ) -> Event:
     """Prepare and train in the calling thread (headless CLI, tests); returns the last event."""
-    from engine.session import prepare_run
-    from engine.trainer import Trainer
+    from engine.build import prepare_run
+    from engine.train.loop import Trainer
 
     prep = prepare_run(dict(config), runs_dir, device_option=device_option)
     return Trainer(prep, sinks=sinks, control=control).run()

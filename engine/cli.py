@@ -1,6 +1,8 @@
-"""The `torchdeck` command. Without a subcommand it opens the app; the rest is headless.
+"""The `torchdeck` command line: the parser and the headless commands.
 
-Anything a user can get wrong ends in one line on stderr and exit status 2.
+The console script (tui/cli.py) opens the app where a command wants one and hands every
+other command to `run_command`. Anything a user can get wrong ends in one line on stderr
+and exit status 2.
 """
 
 from __future__ import annotations
@@ -9,7 +11,7 @@ import argparse
 import os
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from engine.errors import TorchdeckError
@@ -117,11 +119,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    runs_dir = getattr(args, "sub_runs_dir", None) or args.runs_dir
-    preset_dirs = [*args.presets, *getattr(args, "sub_presets", [])]
+    """The headless commands only (`python -m engine.cli ...`); the app is tui/cli.py's."""
+    return guarded(run_command, build_parser().parse_args(argv))
+
+
+def guarded(fn: Callable[..., int], *args: Any) -> int:
+    """Run a command; a user's mistake (TorchdeckError) becomes one line and its exit code."""
     try:
-        return dispatch(args, runs_dir, preset_dirs)
+        return fn(*args)
     except TorchdeckError as err:
         print(f"torchdeck: {err}", file=sys.stderr)
         return err.exit_code
@@ -133,8 +138,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
 
 
-def dispatch(args: argparse.Namespace, runs_dir: str | None, preset_dirs: list[str]) -> int:
+def runs_dir_of(args: argparse.Namespace) -> str | None:
+    return getattr(args, "sub_runs_dir", None) or args.runs_dir
+
+
+def preset_dirs_of(args: argparse.Namespace) -> list[str]:
+    return [*args.presets, *getattr(args, "sub_presets", [])]
+
+
+def run_command(args: argparse.Namespace) -> int:
     command = args.command
+    runs_dir, preset_dirs = runs_dir_of(args), preset_dirs_of(args)
     if command == "train":
         return cmd_train(args, runs_dir, preset_dirs)
     if command in ("resume", "replay"):
@@ -161,7 +175,7 @@ def dispatch(args: argparse.Namespace, runs_dir: str | None, preset_dirs: list[s
 
         return print_show(args.run, runs_dir)
     if command == "attach":
-        return cmd_attach(args.run, runs_dir, args.plain)
+        return cmd_attach_plain(args.run, runs_dir)
     if command == "export":
         from engine.export import export_csv
         from engine.rundir import find_run
@@ -172,7 +186,9 @@ def dispatch(args: argparse.Namespace, runs_dir: str | None, preset_dirs: list[s
         if args.output:
             print(f"{n} steps -> {args.output}")
         return 0
-    return open_app(runs_dir, preset_dirs)
+    print("torchdeck: the app is not part of the engine; run the `torchdeck` command",
+          file=sys.stderr)  # fmt: skip
+    return 2
 
 
 def cmd_train(args: argparse.Namespace, runs_dir: str | None, preset_dirs: list[str]) -> int:
@@ -195,8 +211,8 @@ def cmd_train(args: argparse.Namespace, runs_dir: str | None, preset_dirs: list[
 def _check_distributed(args: argparse.Namespace, config: dict, device_name: str) -> dict:
     """One-line errors for what cannot run distributed; returns torchrun's options."""
     from engine.devices import resolve_device
-    from engine.distributed import per_rank_batch
     from engine.errors import ConfigError
+    from engine.procs.distributed import per_rank_batch
 
     if args.nproc < 1:
         raise ConfigError(f"--nproc {args.nproc}: expected 1 or more processes")
@@ -214,7 +230,7 @@ def _check_distributed(args: argparse.Namespace, config: dict, device_name: str)
 
 
 def cmd_train_distributed(args: argparse.Namespace, config: dict, runs_dir: str | None) -> int:
-    from engine.launch import launch
+    from engine.procs.launch import launch
 
     dist_args = _check_distributed(args, config, config["train"]["device"])
     job = {"action": "train", "config": config, "runs_dir": runs_dir}
@@ -225,7 +241,7 @@ def cmd_train_distributed(args: argparse.Namespace, config: dict, runs_dir: str 
 
 def cmd_resume_distributed(args: argparse.Namespace, job: dict) -> int:
     """Continue any run (one process or several) in N processes."""
-    from engine.launch import launch
+    from engine.procs.launch import launch
     from engine.rundir import find_run
 
     config = find_run(args.run, job["runs_dir"]).read_meta().get("config", {})
@@ -243,9 +259,9 @@ def cmd_resume_distributed(args: argparse.Namespace, job: dict) -> int:
 
 def report_detached(job: dict[str, Any]) -> int:
     """Start a job in its own session (a worker, or torchrun's launcher) and say where it is."""
-    from engine.worker import spawn
+    from engine.procs.worker import spawn
 
-    reply = spawn(job, module="engine.launch" if "nproc" in job else "engine.worker")
+    reply = spawn(job, module="engine.procs.launch" if "nproc" in job else "engine.procs.worker")
     print(
         f"run {reply['run_id']} is training in the background (pid {reply['pid']}): "
         f"{reply['run_dir']}\nfollow it with: torchdeck attach {reply['run_id']}"
@@ -259,7 +275,7 @@ def run_job(job: dict[str, Any], detach: bool) -> int:
         return report_detached(job)
 
     from engine.console import ConsolePrinter
-    from engine.worker import prepare_job
+    from engine.procs.worker import prepare_job
 
     trainer = prepare_job(job)
     trainer.sinks.append(ConsolePrinter())
@@ -282,20 +298,16 @@ def run_job(job: dict[str, Any], detach: bool) -> int:
     return 3 if getattr(result, "status", "") == "diverged" else 0
 
 
-def cmd_attach(ref: str, runs_dir: str | None, plain: bool) -> int:
+def cmd_attach_plain(ref: str, runs_dir: str | None) -> int:
+    """Follow a run as plain lines: its history so far, then live, until it ends."""
+    import asyncio
+
+    from engine.console import ConsolePrinter
+    from engine.handle import FollowHandle
     from engine.rundir import find_run
 
     run = find_run(ref, runs_dir)
     run.read_meta()
-    if not plain and sys.stdout.isatty():
-        from tui.app import run_app
-
-        return run_app(runs_dir=runs_dir, attach=str(run.path))
-    import asyncio
-
-    from engine.console import ConsolePrinter
-    from engine.follow import FollowHandle
-
     printer = ConsolePrinter(every_s=2.0)
 
     async def follow() -> int:
@@ -306,18 +318,6 @@ def cmd_attach(ref: str, runs_dir: str | None, plain: bool) -> int:
         return 0 if last is not None and last.type == "finished" else 1
 
     return asyncio.run(follow())
-
-
-def open_app(runs_dir: str | None, preset_dirs: list[str]) -> int:
-    if not sys.stdout.isatty() and not os.environ.get("TORCHDECK_FORCE_APP"):
-        print(
-            "torchdeck: the app needs a terminal; use `torchdeck train PRESET` headless",
-            file=sys.stderr,
-        )
-        return 2
-    from tui.app import run_app
-
-    return run_app(runs_dir=runs_dir, preset_dirs=preset_dirs)
 
 
 if __name__ == "__main__":

@@ -60,7 +60,7 @@ class ConsolePrinter:
             self.line(f"paused at step {event.step}")
         elif isinstance(event, ev.Resumed):
             self.line(f"resumed at step {event.step}")
-        elif isinstance(event, ev.Warning):
+        elif isinstance(event, ev.RunWarning):
             self.line(f"WARNING: {event.message}")
         elif isinstance(event, ev.Finished):
             self.line(f"{event.status} after {event.step} steps")

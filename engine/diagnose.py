@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 if TYPE_CHECKING:
-    from engine.session import PreparedRun
+    from engine.build import PreparedRun
 
 
 def nothing_learned_message(prep: PreparedRun, initial: list[torch.Tensor] | None) -> str | None:

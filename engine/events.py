@@ -141,7 +141,7 @@ class Resumed(Event):
 
 
 @dataclass(frozen=True)
-class Warning(Event):
+class RunWarning(Event):
     """Something the user should see that does not stop the run (e.g. nothing learned)."""
 
     type: ClassVar[str] = "warning"
@@ -178,13 +178,13 @@ EVENT_TYPES: dict[str, type[Event]] = {
         HparamChanged,
         Paused,
         Resumed,
-        Warning,
+        RunWarning,
         Finished,
         Failed,
     )
 }
 
-TERMINAL_TYPES = (Finished, Failed)
+TERMINAL = (Finished, Failed)
 
 
 def _tuplify(value: Any) -> Any:

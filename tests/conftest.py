@@ -16,7 +16,7 @@ def runs_dir(tmp_path: Path) -> Path:
 @pytest.fixture
 def cli(capsys):
     """Call the torchdeck command in-process: returns (exit code, stdout, stderr)."""
-    from engine.cli import main
+    from tui.cli import main
 
     def call(*args: str) -> tuple[int, str, str]:
         code = main(list(args))

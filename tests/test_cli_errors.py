@@ -153,7 +153,7 @@ def test_real_process_exit_status_and_one_line(tmp_path):
         [
             sys.executable,
             "-m",
-            "engine.cli",
+            "tui.cli",
             "train",
             "kink",
             "--set",

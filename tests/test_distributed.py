@@ -35,7 +35,7 @@ def no_dropout_preset(tmp_path: Path) -> Path:
 
 def torchdeck(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "engine.cli", *args],
+        [sys.executable, "-m", "tui.cli", *args],
         cwd=ROOT, capture_output=True, text=True, timeout=timeout,
     )  # fmt: skip
 
@@ -81,7 +81,7 @@ def _rank_pids(marker: str) -> dict[int, int]:
             continue
         try:
             cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-            if "engine.dist_worker" not in cmdline or marker not in cmdline:
+            if "engine.procs.dist_worker" not in cmdline or marker not in cmdline:
                 continue
             env = dict(
                 kv.split("=", 1)
@@ -97,7 +97,7 @@ def _rank_pids(marker: str) -> dict[int, int]:
 def test_killing_one_rank_fails_the_run_and_ends_the_other(tmp_path):
     runs = tmp_path / "runs"
     launcher = subprocess.Popen(
-        [sys.executable, "-m", "engine.cli", "train", "digits-cnn", "--nproc", "2",
+        [sys.executable, "-m", "tui.cli", "train", "digits-cnn", "--nproc", "2",
          "--set", "train.epochs=500", "--runs-dir", str(runs)],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
@@ -194,7 +194,7 @@ def test_one_process_run_resumes_in_two(tmp_path):
 def test_detached_distributed_run_is_followed_like_any_run(tmp_path):
     import asyncio
 
-    from engine.follow import FollowHandle
+    from engine.handle import FollowHandle
 
     proc = torchdeck("train", "digits-cnn", "--nproc", "2", "--detach", "--set", "train.epochs=2",
                      "--runs-dir", str(tmp_path))  # fmt: skip

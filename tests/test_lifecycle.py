@@ -17,7 +17,7 @@ import torch
 
 from engine.checkpoint import load_checkpoint
 from engine.export import step_rows
-from engine.follow import FollowHandle
+from engine.handle import FollowHandle
 from engine.rundir import RunDir
 from helpers import losses, train
 
@@ -61,7 +61,7 @@ def wait_until(predicate, timeout: float = 120.0) -> None:
 def test_detached_run_survives_hangup_of_its_starter(tmp_path, workers):
     runs = tmp_path / "runs"
     starter = subprocess.Popen(
-        [sys.executable, "-m", "engine.cli", "train", "kink", "--detach",
+        [sys.executable, "-m", "tui.cli", "train", "kink", "--detach",
          "--set", "train.epochs=600", "--runs-dir", str(runs)],
         stdout=subprocess.PIPE, text=True, start_new_session=True, cwd=ROOT,
     )  # fmt: skip
@@ -96,7 +96,7 @@ def test_attach_plain_prints_history_of_a_finished_run(tmp_path, cli):
 
 def test_sigterm_to_a_detached_worker_stops_it_gracefully(tmp_path, workers):
     from engine.presets import resolve_config
-    from engine.worker import spawn
+    from engine.procs.worker import spawn
 
     config = resolve_config("kink", ["train.epochs=100000"])
     reply = spawn({"action": "train", "config": config, "runs_dir": str(tmp_path)})
@@ -110,7 +110,7 @@ def test_sigterm_to_a_detached_worker_stops_it_gracefully(tmp_path, workers):
 
 def test_control_file_pause_resume_set_lr_stop(tmp_path, workers):
     from engine.presets import resolve_config
-    from engine.worker import spawn
+    from engine.procs.worker import spawn
 
     config = resolve_config("kink", ["train.epochs=100000"])
     reply = spawn({"action": "train", "config": config, "runs_dir": str(tmp_path)})
@@ -134,8 +134,8 @@ KILLER = textwrap.dedent(
     """
     import os, signal, sys, json
     from engine.presets import resolve_config
-    from engine.session import prepare_run
-    from engine.trainer import Trainer
+    from engine.build import prepare_run
+    from engine.train.loop import Trainer
 
     preset, runs, where, sets = sys.argv[1], sys.argv[2], sys.argv[3], json.loads(sys.argv[4])
     prep = prepare_run(resolve_config(preset, sets), runs)

@@ -11,8 +11,8 @@ import torch
 def test_engine_does_not_load_textual_or_rich():
     code = (
         "import sys, pkgutil, importlib, engine\n"
-        "for m in pkgutil.iter_modules(engine.__path__):\n"
-        "    importlib.import_module('engine.' + m.name)\n"
+        "for m in pkgutil.walk_packages(engine.__path__, 'engine.'):\n"
+        "    importlib.import_module(m.name)\n"
         "bad = [m for m in sys.modules if m.split('.')[0] in ('textual', 'rich')]\n"
         "print(bad)\n"
         "assert not bad, bad\n"
@@ -25,7 +25,7 @@ def test_what_the_app_uses_before_a_run_does_not_import_torch():
     code = (
         "import sys\n"
         "from engine.presets import discover_presets\n"
-        "from engine import events, schema, errors, control, rundir, report, follow, export\n"
+        "from engine import events, schema, errors, control, rundir, report, handle, export\n"
         "discover_presets()\n"
         "assert 'torch' not in sys.modules\n"
     )
@@ -35,9 +35,9 @@ def test_what_the_app_uses_before_a_run_does_not_import_torch():
 
 def test_no_host_sync_per_step(tmp_path, monkeypatch):
     """Count every tensor -> Python conversion during a 3000-step run: a handful, not 3000."""
+    from engine.build import prepare_run
     from engine.presets import resolve_config
-    from engine.session import prepare_run
-    from engine.trainer import Trainer
+    from engine.train.loop import Trainer
 
     config = resolve_config(
         "kink",

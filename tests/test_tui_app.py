@@ -8,13 +8,13 @@ from textual.widgets import Button, Input, OptionList, Select, Static
 from engine import events as ev
 from engine.errors import DeviceError
 from tui.app import make_app
-from tui.follow import DeadTracker
 from tui.modals import ResumeDialog
 from tui.panes.inspector import Inspector, ParamTable
 from tui.panes.loss_plot import LossPlot
 from tui.panes.params_form import ParamsForm
 from tui.panes.presets import PresetsPane
-from tui.runs_screen import RunsScreen
+from tui.run_state import DeadTracker
+from tui.screens.runs import RunsScreen
 from tui_fakes import FakeEngine, _stat, fake_events
 
 SIZE = (120, 40)

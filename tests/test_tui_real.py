@@ -1,5 +1,5 @@
 """Pilot tests of the app driving real (tiny) training runs through the engine: each run is a
-worker process (engine.worker), and every worker a test starts is killed at its teardown."""
+worker process (engine.procs.worker), and every worker a test starts is killed at its teardown."""
 
 from __future__ import annotations
 

@@ -19,7 +19,7 @@ from tui.app import make_app
 from tui.modals import ResumeDialog
 from tui.panes.loss_plot import LossPlot
 from tui.panes.params_form import ParamsForm
-from tui.runs_screen import OverlayPlot, RunsScreen
+from tui.screens.runs import OverlayPlot, RunsScreen
 from tui_fakes import kill_workers
 
 SIZE = (120, 40)

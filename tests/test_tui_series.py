@@ -6,8 +6,8 @@ import math
 
 from engine import events as ev
 from engine.schema import validate
-from tui.follow import Follower
 from tui.panes.loss_plot import LossModel
+from tui.run_state import Follower
 from tui.series import DecimatedSeries, RecentWindow, downsample, smooth
 from tui_fakes import FAKE_PRESETS, fake_events
 

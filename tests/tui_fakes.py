@@ -202,7 +202,7 @@ class FakeEngine:
 
 def kill_workers(runs_dir: Path, pids: Any = ()) -> list[int]:
     """SIGKILL every training worker still alive that a test started: the pids given, and
-    every pid recorded in a run.toml under `runs_dir` that is an `engine.worker` process (a
+    every pid recorded in a run.toml under `runs_dir` that is an `engine.procs.worker` process (a
     stray worker spinning on a core would slow down everything else). Returns those killed."""
     import os
     import signal
@@ -226,7 +226,7 @@ def kill_workers(runs_dir: Path, pids: Any = ()) -> list[int]:
                 cmdline = fh.read()
         except OSError:
             continue  # gone already
-        if b"engine.worker" not in cmdline:
+        if b"engine.procs.worker" not in cmdline:
             continue  # not ours (or the pid was reused)
         try:
             os.kill(pid, signal.SIGKILL)

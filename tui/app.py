@@ -26,7 +26,6 @@ from textual.worker import Worker, WorkerState
 
 from tui.engine_port import Engine, RealEngine
 from tui.errors import user_message
-from tui.follow import Follower, RunState, Update
 from tui.modals import LrDialog, QuitDialog, ResumeDialog, SavePresetDialog
 from tui.pacing import RedrawPacer
 from tui.panes.fit_view import FitView
@@ -34,7 +33,8 @@ from tui.panes.inspector import Inspector
 from tui.panes.loss_plot import LossPlot
 from tui.panes.params_form import ParamsForm
 from tui.panes.presets import PresetsPane
-from tui.runs_screen import RunsScreen
+from tui.run_state import Follower, RunState, Update
+from tui.screens.runs import RunsScreen
 from tui.status import StatusLine
 
 TICK_S = 0.2
@@ -427,7 +427,7 @@ class TorchdeckApp(App):
         self.tick()
 
     def start_job(self, job: dict[str, Any], message: str = "") -> None:
-        """Resume or replay a run (a job for engine.worker) and follow it."""
+        """Resume or replay a run (a job for engine.procs.worker) and follow it."""
         if self.handle is not None and self.run_state.active:
             self.notify(f"detached from {self.run_state.run_id}: it goes on training")
         self._begin(message=message)
@@ -446,7 +446,7 @@ class TorchdeckApp(App):
                         exclusive=True)
 
     async def _attach(self, run_dir: str | Path) -> None:
-        handle = self.engine.follow(run_dir)
+        handle = self.engine.handle(run_dir)
         # the history may be long: parse it off the event loop
         events = await asyncio.to_thread(handle.drain)
         alive = await asyncio.to_thread(lambda: handle.alive)

@@ -1,7 +1,7 @@
 """What the app needs from the engine, in one small interface, so tests can inject a fake.
 
 `RealEngine` goes through the engine's public API only. Runs started from the app live in
-their own process (`engine.worker.spawn_async`: a new session, so closing the terminal does
+their own process (`engine.procs.worker.spawn_async`: a new session, so closing the terminal does
 not stop them) and the app follows them through their run directory (`FollowHandle`), the
 same way it attaches to a run started elsewhere or opens a finished one. Nothing here imports
 torch at module import time; the blocking calls (`devices`, `device_memory`, `runs`, `curve`)
@@ -77,7 +77,7 @@ class Engine(Protocol):
 
 
 def _worker_handle_class():
-    from engine.follow import FollowHandle
+    from engine.handle import FollowHandle
 
     class WorkerHandle(FollowHandle):
         """A FollowHandle that also knows the pid of the worker it started (None: attached)."""
@@ -196,13 +196,13 @@ class RealEngine:
     async def spawn(self, job: dict[str, Any]) -> Any:
         """Start a worker process for a job (train/resume/replay); a handle following it.
 
-        The blocking `engine.worker.spawn` in a thread rather than `spawn_async`: the latter
+        The blocking `engine.procs.worker.spawn` in a thread rather than `spawn_async`: the latter
         leaves its asyncio subprocess transport open, and that transport complains
         ('Event loop is closed') when it is collected after the app's loop has ended, which
         is the normal case for a detached run."""
         import asyncio
 
-        from engine.worker import spawn
+        from engine.procs.worker import spawn
 
         reply = await asyncio.to_thread(spawn, job)
         return follow_handle(reply["run_dir"], reply.get("pid"))

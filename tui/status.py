@@ -5,7 +5,7 @@ from __future__ import annotations
 from rich.text import Text
 from textual.widgets import Static
 
-from tui.follow import RunState
+from tui.run_state import RunState
 
 STATE_STYLES = {
     "idle": "dim",

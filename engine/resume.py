@@ -6,10 +6,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from engine.build import PreparedRun, build_parts, prepare_run
 from engine.errors import ConfigError, RunDirError
 from engine.presets import apply_overrides, parse_set, resolve_config
 from engine.rundir import RunDir, find_run, run_is_alive
-from engine.session import PreparedRun, build_parts, prepare_run
 
 # Keys that may change when a run continues; anything else would make it another run.
 RESUMABLE_KEYS = (
@@ -117,7 +117,7 @@ def resumed_trainer(
     dist: Any = None,
 ):
     """A Trainer positioned at the checkpoint, with --set optim.lr applied as a live change."""
-    from engine.trainer import Trainer
+    from engine.train.loop import Trainer
 
     trainer = Trainer(prep, sinks=sinks, control=control, dist=dist)
     trainer.restore(ckpt)

@@ -1,6 +1,6 @@
 """Runs that outlive the terminal: a training process in its own session.
 
-The parent (`torchdeck train --detach`, or the app) starts `python -m engine.worker`, writes
+The parent (`torchdeck train --detach`, or the app) starts `python -m engine.procs.worker`, writes
 a job as JSON to its stdin and reads one JSON line back: {"ok": true, "run_dir": ...} once
 the run is prepared, or {"ok": false, "error": ...} if it cannot start. From then on the
 worker writes only to its run directory (stdout and stderr go to worker.log), takes
@@ -80,10 +80,10 @@ def handshake(reply: dict[str, Any], log_dir: Path | None = None) -> None:
 
 def prepare_job(job: dict[str, Any]):
     """The trainer for a job: train a config, resume a run, or replay a run."""
-    from engine.continuation import prepare_replay, prepare_resume, resumed_trainer
+    from engine.build import prepare_run
     from engine.control import Control
-    from engine.session import prepare_run
-    from engine.trainer import Trainer
+    from engine.resume import prepare_replay, prepare_resume, resumed_trainer
+    from engine.train.loop import Trainer
 
     control = Control()
     action = job["action"]
@@ -139,9 +139,9 @@ def _parse_reply(out: bytes, err: bytes) -> dict[str, Any]:
     return reply
 
 
-def spawn(job: dict[str, Any], module: str = "engine.worker") -> dict[str, Any]:
+def spawn(job: dict[str, Any], module: str = "engine.procs.worker") -> dict[str, Any]:
     """Start a worker for `job` in a new session and wait until its run is prepared; returns
-    its reply. `module` is engine.launch for a distributed job."""
+    its reply. `module` is engine.procs.launch for a distributed job."""
     proc = subprocess.Popen(
         [sys.executable, "-m", module],
         stdin=subprocess.PIPE,

@@ -1,12 +1,12 @@
 """One process of a distributed run, as started by torchrun:
 
-    python -m torch.distributed.run --nproc-per-node N -m engine.dist_worker JOB.json
+    python -m torch.distributed.run --nproc-per-node N -m engine.procs.dist_worker JOB.json
 
 Rank 0 prepares the run directory and broadcasts where it is (or why it could not);
 every rank builds the same seeded model, wraps it in DistributedDataParallel and trains
-its share of each global batch (engine/distributed.py has the conventions). A rank that
+its share of each global batch (engine/procs/distributed.py has the conventions). A rank that
 fails writes its reason beside the job file and exits non-zero, so torchrun ends the
-others; the launcher (engine/launch.py) then marks the run failed.
+others; the launcher (engine/procs/launch.py) then marks the run failed.
 """
 
 from __future__ import annotations
@@ -23,12 +23,12 @@ def main(job_path: str) -> int:
     import torch.distributed as dist
     from torch.nn.parallel import DistributedDataParallel
 
+    from engine.build import PreparedRun, build_parts, prepare_run
     from engine.console import ConsolePrinter
-    from engine.continuation import prepare_resume, resumed_trainer
-    from engine.distributed import NullRunDir, ShardedData, init_from_env, per_rank_batch
-    from engine.session import PreparedRun, build_parts, prepare_run
-    from engine.trainer import Trainer
-    from engine.worker import watch_control_file
+    from engine.procs.distributed import NullRunDir, ShardedData, init_from_env, per_rank_batch
+    from engine.procs.worker import watch_control_file
+    from engine.resume import prepare_resume, resumed_trainer
+    from engine.train.loop import Trainer
 
     job = json.loads(Path(job_path).read_text())
     resume = job.get("action") == "resume"

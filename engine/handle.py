@@ -12,8 +12,8 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 from engine.events import Event, Failed, Finished
+from engine.procs.worker import send_command
 from engine.rundir import EVENTS_FILE, EventTail, RunDir
-from engine.worker import send_command
 
 TERMINAL = (Finished, Failed)
 

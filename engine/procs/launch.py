@@ -33,7 +33,7 @@ def torchrun_command(job_file: Path, nproc: int, dist_args: dict[str, Any]) -> l
         ]
     else:
         cmd += ["--standalone"]
-    cmd += ["--monitor-interval=0.5", "-m", "engine.dist_worker", str(job_file)]
+    cmd += ["--monitor-interval=0.5", "-m", "engine.procs.dist_worker", str(job_file)]
     return cmd
 
 
@@ -110,10 +110,10 @@ def _settle(run: RunDir, returncode: int, stderr: str, reasons: list[str]) -> in
 
 
 def detached_main() -> int:
-    """`python -m engine.launch`, started by `train --nproc N --detach` in a new session: the
-    same handshake as engine.worker (one JSON line once the run folder exists), then stdout
+    """`python -m engine.procs.launch`, started by `train --nproc N --detach` in a new session: the
+    same handshake as engine.procs.worker (one JSON line once the run folder exists), then stdout
     and stderr go to the run's worker.log while torchrun runs."""
-    from engine.worker import handshake
+    from engine.procs.worker import handshake
 
     request = json.loads(sys.stdin.read())
 

@@ -16,11 +16,11 @@ from typing import Any
 import torch
 
 from engine import events as ev
+from engine.build import PreparedRun
 from engine.checkpoint import restore_rng, rng_state, save_checkpoint
 from engine.control import Control
 from engine.diagnose import nothing_learned_message
 from engine.exprs import evaluate
-from engine.session import PreparedRun
 from engine.stats import param_stats, snapshot
 
 Sink = Callable[[ev.Event], None]
@@ -47,7 +47,7 @@ class Trainer:
         dist: Any = None,
     ) -> None:
         """`scheduled`: recorded changes ({step, key, new}) to re-apply before step+1 (replay).
-        `dist`: an engine.distributed.DistContext when this is one of several processes."""
+        `dist`: an engine.procs.distributed.DistContext when this is one of several processes."""
         self.p = prep
         self.dist = dist
         self.is_main = dist is None or dist.is_main
@@ -140,7 +140,7 @@ class Trainer:
     def _loop(self, next_tick: float) -> ev.Event:
         model, opt, loss_fn, data = self.p.model, self.p.optimizer, self.p.loss_fn, self.p.data
         if self.dist is not None:
-            from engine.distributed import SYNC_STEPS
+            from engine.procs.distributed import SYNC_STEPS
 
             model = self.p.train_model  # the DDP wrapper; self.p.model stays unwrapped
             control = Control()  # commands arrive through _sync, on every rank at once
@@ -473,7 +473,7 @@ class Trainer:
         summary = self.summary()
         summary.update(diverged_step=d.step, reason=reason)
         self.p.run.update("diverged", summary=summary)
-        self.emit(ev.Warning(step=d.step, message=reason))
+        self.emit(ev.RunWarning(step=d.step, message=reason))
         event = ev.Finished(status="diverged", step=d.step, summary=summary)
         self.emit(event)
         return event
@@ -534,7 +534,7 @@ class Trainer:
         if warning:
             summary["learned"] = False
             summary["warning"] = warning
-            self.emit(ev.Warning(step=self.step, message=warning))
+            self.emit(ev.RunWarning(step=self.step, message=warning))
         if self.changes:
             self.p.run.meta["changes"] = self.changes
         self.p.run.update(status, summary=summary)
