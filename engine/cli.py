@@ -110,6 +110,11 @@ def build_parser() -> argparse.ArgumentParser:
     attach.add_argument("--plain", action="store_true", help="print lines instead of the app")
     _common(attach)
 
+    sub.add_parser(
+        "schema",
+        help="print the preset JSON Schema (for editors: `torchdeck schema > preset.schema.json`)",
+    )
+
     export = sub.add_parser("export", help="a run's step metrics as CSV")
     export.add_argument("run")
     export.add_argument("--csv", action="store_true", required=True, help="CSV (the one format)")
@@ -174,6 +179,13 @@ def run_command(args: argparse.Namespace) -> int:
         from engine.report import print_show
 
         return print_show(args.run, runs_dir)
+    if command == "schema":
+        import json
+
+        from engine.schema import json_schema
+
+        print(json.dumps(json_schema(), indent=2))
+        return 0
     if command == "attach":
         return cmd_attach_plain(args.run, runs_dir)
     if command == "export":
