@@ -56,12 +56,12 @@ def _samples_per_s(run_dir: str | Path) -> float:
 
 def headless(config: dict[str, Any], runs_dir: Path) -> float:
     """A worker process with nobody following it: the baseline."""
-    from engine.procs.worker import spawn
+    from engine.jobs import TrainJob, start_detached
 
-    reply = spawn({"action": "train", "config": config, "runs_dir": str(runs_dir)})
-    while _alive(reply["pid"]):
+    started = start_detached(TrainJob(config, str(runs_dir)))
+    while _alive(started.pid):
         time.sleep(0.05)
-    return _samples_per_s(reply["run_dir"])
+    return _samples_per_s(started.run_dir)
 
 
 async def _follow_in_app(config: dict[str, Any], runs_dir: Path, presets: Path,

@@ -8,6 +8,7 @@ and exit status 2.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import signal
 import sys
@@ -157,14 +158,12 @@ def run_command(args: argparse.Namespace) -> int:
     if command == "train":
         return cmd_train(args, runs_dir, preset_dirs)
     if command in ("resume", "replay"):
-        job = {
-            "action": command,
-            "ref": args.run,
-            "runs_dir": runs_dir,
-            "overrides": args.overrides,
-            "source": getattr(args, "source", "auto"),
-        }
-        if getattr(args, "nproc", None) is not None:
+        from engine.jobs import ReplayJob, ResumeJob
+
+        if command == "replay":
+            return run_job(ReplayJob(args.run, runs_dir, tuple(args.overrides)), args.detach)
+        job = ResumeJob(args.run, runs_dir, tuple(args.overrides), args.source)
+        if args.nproc is not None:
             return cmd_resume_distributed(args, job)
         return run_job(job, args.detach)
     if command == "presets":
@@ -214,10 +213,12 @@ def cmd_train(args: argparse.Namespace, runs_dir: str | None, preset_dirs: list[
         check_device_name(args.device)
         config = apply_overrides(config, {"train.device": args.device})
         option = "--device"
+    from engine.jobs import TrainJob
+
     if args.nproc is not None:
-        return cmd_train_distributed(args, config, runs_dir)
-    job = {"action": "train", "config": config, "runs_dir": runs_dir, "device_option": option}
-    return run_job(job, args.detach)
+        dist_args = _check_distributed(args, config, config["train"]["device"])
+        return run_distributed(args, TrainJob(config, runs_dir), dist_args)
+    return run_job(TrainJob(config, runs_dir, option), args.detach)
 
 
 def _check_distributed(args: argparse.Namespace, config: dict, device_name: str) -> dict:
@@ -241,56 +242,53 @@ def _check_distributed(args: argparse.Namespace, config: dict, device_name: str)
     }
 
 
-def cmd_train_distributed(args: argparse.Namespace, config: dict, runs_dir: str | None) -> int:
-    from engine.procs.launch import launch
-
-    dist_args = _check_distributed(args, config, config["train"]["device"])
-    job = {"action": "train", "config": config, "runs_dir": runs_dir}
-    if args.detach:
-        return report_detached({"job": job, "nproc": args.nproc, "dist_args": dist_args})
-    return launch(job, args.nproc, dist_args)
-
-
-def cmd_resume_distributed(args: argparse.Namespace, job: dict) -> int:
+def cmd_resume_distributed(args: argparse.Namespace, job: Any) -> int:
     """Continue any run (one process or several) in N processes."""
-    from engine.procs.launch import launch
+    from engine.errors import RunDirError
     from engine.rundir import find_run
 
-    config = find_run(args.run, job["runs_dir"]).read_meta().get("config", {})
+    config = find_run(args.run, job.runs_dir).record().config
     if "train" not in config or "data" not in config:
-        from engine.errors import RunDirError
-
         raise RunDirError(f"run {args.run}: run.toml has no [config] to resume")
     device = args.device or config["train"].get("device", "auto")
     dist_args = _check_distributed(args, config, device)
-    job = {**job, "device": device}
+    return run_distributed(args, dataclasses.replace(job, device=device), dist_args)
+
+
+def run_distributed(args: argparse.Namespace, job: Any, dist_args: dict[str, Any]) -> int:
+    """A job in N processes under torchrun: here, or detached in its own session."""
+    from engine.jobs import job_to_dict
+
     if args.detach:
-        return report_detached({"job": job, "nproc": args.nproc, "dist_args": dist_args})
-    return launch(job, args.nproc, dist_args)
+        from engine.procs.worker import spawn
+
+        request = {"job": job_to_dict(job), "nproc": args.nproc, "dist_args": dist_args}
+        reply = spawn(request, module="engine.procs.launch")
+        return report_detached(reply["run_id"], reply["run_dir"], reply["pid"])
+    from engine.procs.launch import launch
+
+    return launch(job_to_dict(job), args.nproc, dist_args)
 
 
-def report_detached(job: dict[str, Any]) -> int:
-    """Start a job in its own session (a worker, or torchrun's launcher) and say where it is."""
-    from engine.procs.worker import spawn
-
-    reply = spawn(job, module="engine.procs.launch" if "nproc" in job else "engine.procs.worker")
+def report_detached(run_id: str, run_dir: Any, pid: int) -> int:
     print(
-        f"run {reply['run_id']} is training in the background (pid {reply['pid']}): "
-        f"{reply['run_dir']}\nfollow it with: torchdeck attach {reply['run_id']}"
+        f"run {run_id} is training in the background (pid {pid}): "
+        f"{run_dir}\nfollow it with: torchdeck attach {run_id}"
     )
     return 0
 
 
-def run_job(job: dict[str, Any], detach: bool) -> int:
+def run_job(job: Any, detach: bool) -> int:
     """Run a train/resume/replay job here (headless, printing) or in a detached worker."""
+    from engine.jobs import prepare, start_detached
+
     if detach:
-        return report_detached(job)
+        started = start_detached(job)
+        return report_detached(started.run_id, started.run_dir, started.pid)
 
     from engine.console import ConsolePrinter
-    from engine.procs.worker import prepare_job
 
-    trainer = prepare_job(job)
-    trainer.sinks.append(ConsolePrinter())
+    trainer = prepare(job, sinks=[ConsolePrinter()])
 
     def on_signal(signum: int, frame: object) -> None:
         name = signal.Signals(signum).name
@@ -319,7 +317,7 @@ def cmd_attach_plain(ref: str, runs_dir: str | None) -> int:
     from engine.rundir import find_run
 
     run = find_run(ref, runs_dir)
-    run.read_meta()
+    run.read_meta()  # a clear error for a folder that is not a run
     printer = ConsolePrinter(every_s=2.0)
 
     async def follow() -> int:

@@ -8,9 +8,26 @@ its event log looks exactly like one followed in-process.
 from __future__ import annotations
 
 import dataclasses
+import enum
 import json
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
+
+
+class RunStatus(enum.StrEnum):
+    """A run's status as run.toml records it."""
+
+    RUNNING = "running"
+    PAUSED = "paused"
+    FINISHED = "finished"
+    STOPPED = "stopped"
+    FAILED = "failed"
+    DIVERGED = "diverged"
+
+    @property
+    def live(self) -> bool:
+        """Recorded as in progress (whether its process still is: see rundir.RunRecord)."""
+        return self in (RunStatus.RUNNING, RunStatus.PAUSED)
 
 
 @dataclass(frozen=True)
@@ -164,6 +181,23 @@ class Failed(Event):
     type: ClassVar[str] = "failed"
     step: int
     reason: str
+    summary: dict[str, Any] = field(default_factory=dict)  # as in run.toml (older logs: none)
+
+
+GONE_REASON = (
+    "the training process is gone without finishing (killed?); "
+    "`torchdeck resume` or the runs screen (R) continues it"
+)
+
+
+@dataclass(frozen=True)
+class ProcessGone(Event):
+    """Never written by a run: a follower's word that the process training it ended without
+    a final event (killed, or its machine went down)."""
+
+    type: ClassVar[str] = "gone"
+    step: int
+    reason: str = GONE_REASON
 
 
 EVENT_TYPES: dict[str, type[Event]] = {
@@ -181,10 +215,11 @@ EVENT_TYPES: dict[str, type[Event]] = {
         RunWarning,
         Finished,
         Failed,
+        ProcessGone,
     )
 }
 
-TERMINAL = (Finished, Failed)
+TERMINAL = (Finished, Failed, ProcessGone)
 
 
 def _tuplify(value: Any) -> Any:

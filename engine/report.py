@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import socket
 from pathlib import Path
 from typing import Any
 
-from engine.errors import RunDirError
 from engine.presets import discover_presets
 from engine.rundir import RunDir, find_run, list_runs
 
@@ -36,32 +34,15 @@ def print_presets(preset_dirs: list[str]) -> int:
     return 0
 
 
-def effective_status(meta: dict[str, Any]) -> str:
-    """The recorded status, corrected where the process behind a live-looking run is gone."""
-    from engine.rundir import run_is_alive
-
-    info = meta.get("run", {})
-    status = str(info.get("status", "?"))
-    if status in ("running", "paused"):
-        if run_is_alive(meta):
-            return f"{status} (alive, pid {info['pid']})"
-        return "killed" if info.get("host") == socket.gethostname() else f"{status} (elsewhere)"
-    return status
-
-
 def run_row(run: RunDir) -> list[str]:
-    try:
-        meta = run.read_meta()
-    except RunDirError as err:
-        why = "no run.toml" if "no run.toml" in str(err) else "unreadable run.toml"
-        return [run.id, f"damaged ({why})", "-", "-", "-", "-", "-"]
-    info, summary = meta.get("run", {}), meta.get("summary", {})
+    record = run.record(check_checkpoints=False)
+    summary = record.summary
     best = summary.get("test_accuracy", summary.get("best_val_loss"))
     return [
         run.id,
-        effective_status(meta),
-        str(info.get("preset", "?")),
-        str(info.get("started", "-")),
+        record.label,
+        str(record.info.get("preset", "?")) if not record.damaged else "-",
+        str(record.info.get("started", "-")),
         _short(summary.get("steps")),
         _short(summary.get("final_loss")),
         _short(best),
@@ -83,7 +64,7 @@ def print_show(ref: str, runs_dir: str | None) -> int:
     meta = run.read_meta()
     info = meta.get("run", {})
     print(f"run {run.id}  ({run.path})")
-    print(f"  status: {effective_status(meta)}")
+    print(f"  status: {run.record(check_checkpoints=False).label}")
     for key in ("preset", "started", "ended", "device", "host", "replay_of"):
         if key in info:
             print(f"  {key}: {info[key]}")

@@ -9,7 +9,7 @@ from typing import Any
 from engine.build import PreparedRun, build_parts, prepare_run
 from engine.errors import ConfigError, RunDirError
 from engine.presets import apply_overrides, parse_set, resolve_config
-from engine.rundir import RunDir, find_run, run_is_alive
+from engine.rundir import RunDir, find_run
 
 # Keys that may change when a run continues; anything else would make it another run.
 RESUMABLE_KEYS = (
@@ -35,12 +35,13 @@ def prepare_resume(
     from engine.checkpoint import load_checkpoint
 
     run = find_run(str(ref), Path(runs_dir) if runs_dir else None)
-    meta = run.read_meta()
-    info = meta.get("run", {})
-    if info.get("status") in ("running", "paused") and run_is_alive(meta):
-        raise RunDirError(f"run {run.id} is still running (pid {info.get('pid')}): attach to it")
+    run.read_meta()  # a clear error for a folder without a readable run.toml
+    record = run.record(check_checkpoints=False)
+    if record.live:
+        pid = record.info.get("pid")
+        raise RunDirError(f"run {run.id} is still running (pid {pid}): attach to it")
     if source == "auto":
-        diverged = info.get("status") == "diverged" and run.best_ckpt.exists()
+        diverged = record.status == "diverged" and run.best_ckpt.exists()
         source = "best" if diverged else "last"
     path = run.best_ckpt if source == "best" else run.last_ckpt
     if not path.exists():

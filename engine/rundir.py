@@ -1,4 +1,8 @@
-"""The run directory: run.toml (rewritten atomically), events.jsonl (append-only), checkpoints/."""
+"""The run directory: run.toml (rewritten atomically), events.jsonl (append-only), checkpoints/.
+
+This module is the only reader of run.toml: everything else asks `RunDir.record()` for a
+RunRecord (status, liveness, effective status, damage) or, to write, `RunDir.read_meta()`.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +13,8 @@ import re
 import shutil
 import socket
 import tomllib
+import zipfile
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -17,7 +23,7 @@ import tomli_w
 
 from engine.atomic import atomic_write_bytes
 from engine.errors import RunDirError
-from engine.events import Event, event_from_dict, event_to_json
+from engine.events import Event, RunStatus, event_from_dict, event_to_json
 
 RUN_FILE = "run.toml"
 EVENTS_FILE = "events.jsonl"
@@ -164,6 +170,12 @@ class RunDir:
             self.meta[key] = value
         self.write_meta()
 
+    def mark_failed(self, reason: str) -> None:
+        """Status failed with its reason, for a run whose own process could not say so."""
+        meta = self.read_meta()
+        summary = meta.get("summary") if isinstance(meta.get("summary"), dict) else {}
+        self.update("failed", summary={**summary, "reason": reason})
+
     # --- events.jsonl -----------------------------------------------------------------
     def append_event(self, event: Event) -> None:
         if self._events is None:
@@ -179,20 +191,41 @@ class RunDir:
             self._events.close()
             self._events = None
 
+    def record(self, check_checkpoints: bool = True) -> RunRecord:
+        """The run as its folder records it; never raises (a damaged folder says why)."""
+        return read_record(self.path, check_checkpoints)
+
     def read_events(self) -> list[Event]:
         """Every complete event; a torn last line (a writer killed mid-line) is ignored."""
         return EventTail(self.path / EVENTS_FILE).read_new()
 
 
-class EventTail:
-    """Incremental reader of events.jsonl: complete lines only, torn or bad lines skipped."""
+class LineTail:
+    """Incremental reader of an append-only JSON-lines file (events.jsonl, control.jsonl):
+    complete lines only; a torn last line waits for its end, a bad line is skipped."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, offset: int = 0) -> None:
         self.path = path
-        self.offset = 0
+        self.offset = offset
         self._partial = b""
 
-    def read_new(self) -> list[Event]:
+    @classmethod
+    def at_end(cls, path: Path) -> LineTail:
+        """A tail that reads only what is appended from now on."""
+        try:
+            return cls(path, path.stat().st_size)
+        except FileNotFoundError:
+            return cls(path)
+
+    @property
+    def behind(self) -> bool:
+        """Whether the file holds bytes not read yet."""
+        try:
+            return self.path.stat().st_size > self.offset
+        except FileNotFoundError:
+            return False
+
+    def read_new(self) -> list[dict[str, Any]]:
         try:
             with open(self.path, "rb") as fh:
                 fh.seek(self.offset)
@@ -201,12 +234,27 @@ class EventTail:
             return []
         self.offset += len(chunk)
         *lines, self._partial = (self._partial + chunk).split(b"\n")
-        events = []
+        items = []
         for line in lines:
             if not line.strip():
                 continue
             try:
-                events.append(event_from_dict(json.loads(line)))
+                item = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(item, dict):
+                items.append(item)
+        return items
+
+
+class EventTail(LineTail):
+    """events.jsonl, line by line, as events."""
+
+    def read_new(self) -> list[Event]:  # type: ignore[override]
+        events = []
+        for item in super().read_new():
+            try:
+                events.append(event_from_dict(item))
             except (ValueError, KeyError, TypeError):
                 continue
         return events
@@ -251,9 +299,146 @@ def process_alive(pid: int) -> bool:
         return True
 
 
-def run_is_alive(meta: dict[str, Any]) -> bool:
-    """Whether the process recorded in a run's run.toml is alive on this host."""
-    info = meta.get("run", {})
-    if info.get("host") != socket.gethostname() or "pid" not in info:
+def _pid_alive_here(info: dict[str, Any]) -> bool:
+    if info.get("host") != socket.gethostname() or not isinstance(info.get("pid"), int):
         return False
-    return process_alive(int(info["pid"]))
+    return process_alive(info["pid"])
+
+
+def checkpoint_problem(checkpoints: Path) -> str:
+    """'' or why a checkpoint is unreadable. torch.save writes zip archives: a truncated one
+    has no end-of-central-directory record, which zipfile sees without loading torch."""
+    for name in ("last.pt", "best.pt"):
+        path = checkpoints / name
+        if path.exists() and not zipfile.is_zipfile(path):
+            return f"checkpoints/{name} is truncated or not a checkpoint"
+    return ""
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """What a run folder says about its run, read once: run.toml, whether the process that
+    trains it is alive, and what is damaged. `RunDir.record()` never raises."""
+
+    id: str
+    path: Path
+    meta: dict[str, Any]
+    status: RunStatus | None  # as recorded; None when run.toml is missing or unreadable
+    process_alive: bool  # the recorded pid is a live process on this host
+    problem: str = ""  # '' or why the folder is damaged
+
+    @property
+    def info(self) -> dict[str, Any]:
+        return self.meta.get("run", {})
+
+    @property
+    def summary(self) -> dict[str, Any]:
+        summary = self.meta.get("summary", {})
+        return summary if isinstance(summary, dict) else {}
+
+    @property
+    def config(self) -> dict[str, Any]:
+        config = self.meta.get("config", {})
+        return config if isinstance(config, dict) else {}
+
+    @property
+    def changes(self) -> list[dict[str, Any]]:
+        return [c for c in self.meta.get("changes", []) if isinstance(c, dict)]
+
+    @property
+    def damaged(self) -> bool:
+        return bool(self.problem)
+
+    @property
+    def why_damaged(self) -> str:
+        """A few words: 'no run.toml', 'unreadable run.toml', 'unreadable checkpoint'."""
+        if self.problem.startswith("checkpoints/"):
+            return "unreadable checkpoint"
+        if self.problem.startswith("run.toml"):
+            return "unreadable run.toml"
+        return self.problem
+
+    @property
+    def elsewhere(self) -> bool:
+        return self.info.get("host") != socket.gethostname()
+
+    @property
+    def live(self) -> bool:
+        """Recorded as running or paused, and its process is alive here."""
+        return self.status is not None and self.status.live and self.process_alive
+
+    @property
+    def killed(self) -> bool:
+        """Recorded as running or paused on this host, but its process is gone."""
+        return (
+            self.status is not None
+            and self.status.live
+            and not self.process_alive
+            and not self.elsewhere
+        )
+
+    @property
+    def effective(self) -> str:
+        """One word: the recorded status, 'killed' for a live-looking run whose process is
+        gone, 'damaged' for a folder that cannot be trusted."""
+        if self.damaged:
+            return "damaged"
+        if self.killed:
+            return "killed"
+        return str(self.status)
+
+    @property
+    def label(self) -> str:
+        """The status as listings show it: 'running (alive, pid 12)', 'killed',
+        'running (elsewhere)', 'damaged (no run.toml)', 'finished'."""
+        if self.damaged:
+            return f"damaged ({self.why_damaged})"
+        if self.live:
+            return f"{self.status} (alive, pid {self.info.get('pid')})"
+        if self.status is not None and self.status.live and self.elsewhere:
+            return f"{self.status} (elsewhere)"
+        return self.effective
+
+    @property
+    def resumable(self) -> bool:
+        return not self.damaged and self.effective in ("stopped", "killed", "diverged", "failed")
+
+    @property
+    def lr(self) -> float | None:
+        """The learning rate the run ended with (live changes included)."""
+        lr = self.config.get("optim", {}).get("lr")
+        for change in self.changes:
+            if change.get("key") == "optim.lr":
+                lr = change.get("new", lr)
+        return float(lr) if isinstance(lr, (int, float)) else None
+
+    @property
+    def duration_s(self) -> float | None:
+        if isinstance(self.summary.get("duration_s"), (int, float)):
+            return float(self.summary["duration_s"])
+        started, ended = self.info.get("started"), self.info.get("ended")
+        if isinstance(started, datetime) and isinstance(ended, datetime):
+            return max(0.0, ended.timestamp() - started.timestamp())
+        return None
+
+
+def read_record(path: Path, check_checkpoints: bool = True) -> RunRecord:
+    run_id = path.name
+    try:
+        with open(path / RUN_FILE, "rb") as fh:
+            meta = tomllib.load(fh)
+    except FileNotFoundError:
+        return RunRecord(run_id, path, {}, None, False, "no run.toml")
+    except (tomllib.TOMLDecodeError, OSError, UnicodeDecodeError) as err:
+        return RunRecord(run_id, path, {}, None, False, f"run.toml unreadable: {err}")
+    info = meta.get("run")
+    if not isinstance(info, dict):
+        return RunRecord(run_id, path, meta, None, False, "run.toml: no [run] table")
+    try:
+        status = RunStatus(info.get("status"))
+    except ValueError:
+        return RunRecord(
+            run_id, path, meta, None, False, f"run.toml: unknown status {info.get('status')!r}"
+        )
+    problem = checkpoint_problem(path / "checkpoints") if check_checkpoints else ""
+    return RunRecord(run_id, path, meta, status, _pid_alive_here(info), problem)

@@ -7,6 +7,7 @@ from textual.widgets import Button, Input, OptionList, Select, Static
 
 from engine import events as ev
 from engine.errors import DeviceError
+from engine.jobs import ResumeJob
 from tui.app import make_app
 from tui.modals import ResumeDialog
 from tui.panes.inspector import Inspector, ParamTable
@@ -348,9 +349,9 @@ async def test_diverged_run_offers_resume_with_a_lower_lr(tmp_path):
         await app.workers.wait_for_complete()
         await pilot.pause()
         job = engine.jobs[-1]
-        assert job["action"] == "resume" and job["source"] == "auto"
-        assert job["overrides"] == ["optim.lr=0.001"]
-        assert job["ref"].endswith("20250101-000000-line")
+        assert isinstance(job, ResumeJob) and job.source == "auto"
+        assert job.overrides == ("optim.lr=0.001",)
+        assert job.ref.endswith("20250101-000000-line")
 
 
 async def test_a_resumed_run_replaces_the_steps_after_its_checkpoint(tmp_path):

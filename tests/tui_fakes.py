@@ -118,6 +118,12 @@ class FakeHandle:
         out, self._buffer = self._buffer, []
         return out
 
+    def wait_loaded(self, timeout: float | None = None) -> bool:
+        return True
+
+    def close(self) -> None:
+        self.closed = True
+
     def pause(self) -> None:
         self.calls.append(("pause", None))
         self._buffer.append(ev.Paused(step=self.step))
@@ -172,12 +178,12 @@ class FakeEngine:
         self.handles.append(handle)
         return handle
 
-    async def spawn(self, job: dict[str, Any]) -> FakeHandle:
+    async def spawn(self, job: Any) -> FakeHandle:
         """Resume and replay jobs: recorded; the run they start replays the fake stream."""
         self.jobs.append(job)
         if self.fail_start is not None:
             raise self.fail_start
-        run_dir = Path(str(job.get("ref") or "runs/20250101-000000-line"))
+        run_dir = Path(str(getattr(job, "ref", None) or "runs/20250101-000000-line"))
         config = validate(FAKE_PRESETS["line"])
         handle = FakeHandle(run_dir, self.events(str(run_dir), config))
         self.handles.append(handle)

@@ -24,6 +24,7 @@ from textual.screen import Screen
 from textual.widgets import Button, Footer
 from textual.worker import Worker, WorkerState
 
+from engine.jobs import Job, ResumeJob
 from tui.engine_port import Engine, RealEngine
 from tui.errors import user_message
 from tui.modals import LrDialog, QuitDialog, ResumeDialog, SavePresetDialog
@@ -44,11 +45,6 @@ TICK_S = 0.2
 REDRAW_BUDGET = 0.05
 MAIN_SCREEN_ACTIONS = ("start", "pause", "resume", "stop", "set_lr", "save_preset",
                        "toggle_log", "toggle_window", "cycle_smoothing", "toggle_fit", "runs")
-GONE_GRACE_S = 2.0
-ALIVE_EVERY_S = 1.0  # a worker writes its final status just before its final event
-GONE_REASON = ("the training process is gone without finishing (killed?); "
-               "resume it from the runs screen (R)")
-
 # (action, title, help) for the command palette; the keys are in BINDINGS
 COMMANDS = (
     ("start", "Start run", "Train the selected preset with the form's values"),
@@ -115,9 +111,6 @@ class TorchdeckApp(App):
         self.pacer = RedrawPacer(min_interval=tick_s, budget=REDRAW_BUDGET)
         self.key_log: list[tuple[str, float]] = []  # (action, clock) for the latency bench
         self._resuming = False  # following a resume job whose new start is not in yet
-        self._gone_since: float | None = None  # when the followed process was first missed
-        self._gone_now = False  # an attached run found dead: no grace period
-        self._alive_checked = -1e9  # monotonic time of the last check
 
     @property
     def run_state(self) -> RunState:
@@ -207,54 +200,16 @@ class TorchdeckApp(App):
     # --- following the run ------------------------------------------------------------------
     def tick(self) -> None:
         """Drain what the run emitted since the last tick; redraw what changed when due."""
-        handle = self.handle
         force = False
-        if handle is not None:
-            events = handle.drain()
+        if self.handle is not None:
+            events = self.handle.drain()
             if events:
                 force = self.apply_update(self.follower.apply(events))
-            if self.run_state.active and self._check_alive(handle):
-                force = self._process_gone(handle) or force
-            else:
-                self._gone_since = None
         if not self.run_state.active:
             self.redraw()
         elif force or self.pacer.due():
             self.redraw()
             self.pacer.drawn()
-
-    def _check_alive(self, handle: Any) -> bool:
-        """True if the followed process is gone. Asking reads run.toml, so at most once a
-        second (and every tick once it was missed, to end the grace period on time)."""
-        now = time.monotonic()
-        if (not self._gone_now and self._gone_since is None
-                and now - self._alive_checked < ALIVE_EVERY_S):
-            return False
-        self._alive_checked = now
-        return not handle.alive
-
-    def _process_gone(self, handle: Any) -> bool:
-        """The followed run's process is not there: take what it wrote last; if no final
-        event comes within a grace period (its status is written just before it), it was
-        killed. True if something changed."""
-        events = handle.drain()
-        if events:
-            self.apply_update(self.follower.apply(events))
-        if not self.run_state.active:
-            self._gone_since = None
-            return True
-        now = time.monotonic()
-        if self._gone_since is None:
-            self._gone_since = now
-        if self._gone_now or now - self._gone_since >= GONE_GRACE_S:
-            self._gone_since, self._gone_now = None, False
-            self.run_state.state = "killed"
-            self.run_state.reason = GONE_REASON
-            self.follower.dead.ended = True
-            self._update_bindings()
-            self.report_error(f"run {self.run_state.run_id or ''}: {GONE_REASON}")
-            return True
-        return bool(events)
 
     def apply_update(self, up: Update) -> bool:
         """Take in one tick's events (cheap: data only); True if a redraw should not wait."""
@@ -312,6 +267,8 @@ class TorchdeckApp(App):
     def _ended(self, event: Any) -> None:
         if event.type == "failed":
             self.report_error(f"run failed at step {event.step:,}: {event.reason}")
+        elif event.type == "gone":
+            self.report_error(f"run {self.run_state.run_id or ''}: {event.reason}")
         elif event.status == "diverged":
             reason = event.summary.get("reason") or f"diverged at step {event.step:,}"
             self.message = "run diverged"
@@ -404,13 +361,14 @@ class TorchdeckApp(App):
         self.pacer.reset()
         self._dirty.clear()
         self._pending_params = None
-        self._gone_since, self._gone_now = None, False
         self.follower.reset("starting")
         self._resuming = False
         self.loss_plot.model.clear()
         self.loss_plot.changed()
         self.fit_view.clear(task)
         self.inspector.clear()
+        if self.handle is not None:
+            self.handle.close()  # stop following; a detached run goes on
         self.handle = None
         self._update_bindings()
         self._show_status()
@@ -426,12 +384,12 @@ class TorchdeckApp(App):
             handle.stop()
         self.tick()
 
-    def start_job(self, job: dict[str, Any], message: str = "") -> None:
+    def start_job(self, job: Job, message: str = "") -> None:
         """Resume or replay a run (a job for engine.procs.worker) and follow it."""
         if self.handle is not None and self.run_state.active:
             self.notify(f"detached from {self.run_state.run_id}: it goes on training")
         self._begin(message=message)
-        self._resuming = job.get("action") == "resume"
+        self._resuming = isinstance(job, ResumeJob)
         self.run_worker(self._spawn(job), group="start", exit_on_error=False, exclusive=True)
 
     async def _spawn(self, job: dict[str, Any]) -> None:
@@ -446,10 +404,10 @@ class TorchdeckApp(App):
                         exclusive=True)
 
     async def _attach(self, run_dir: str | Path) -> None:
-        handle = self.engine.handle(run_dir)
+        handle = self.engine.follow(run_dir)
         # the history may be long: parse it off the event loop
-        events = await asyncio.to_thread(handle.drain)
-        alive = await asyncio.to_thread(lambda: handle.alive)
+        await asyncio.to_thread(handle.wait_loaded)
+        events = handle.drain()
         self.handle = handle
         self.run_state.run_dir = str(run_dir)
         self.message = ""
@@ -457,8 +415,6 @@ class TorchdeckApp(App):
         if not events:
             self.run_state.state = "idle"
             self.report_error(f"{run_dir}: no events yet (a damaged or empty run)")
-        elif self.run_state.active and not alive:
-            self._gone_now = True
         self._update_bindings()
         self.tick()
         self.redraw()
@@ -476,9 +432,8 @@ class TorchdeckApp(App):
         def chosen(value: float | None) -> None:
             if value is None:
                 return
-            self.start_job({"action": "resume", "ref": run_dir,
-                            "runs_dir": str(self.runs_dir) if self.runs_dir else None,
-                            "overrides": [f"optim.lr={value!r}"], "source": "auto"},
+            runs_dir = str(self.runs_dir) if self.runs_dir else None
+            self.start_job(ResumeJob(run_dir, runs_dir, (f"optim.lr={value!r}",)),
                            f"resuming with lr {value:.4g}…")
 
         note = f"{reason}\nResume from the last good checkpoint with a lower learning rate?"

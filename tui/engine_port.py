@@ -1,8 +1,8 @@
 """What the app needs from the engine, in one small interface, so tests can inject a fake.
 
 `RealEngine` goes through the engine's public API only. Runs started from the app live in
-their own process (`engine.procs.worker.spawn_async`: a new session, so closing the terminal does
-not stop them) and the app follows them through their run directory (`FollowHandle`), the
+their own process (`engine.jobs.start_detached`: a new session, so closing the terminal does not
+stop them) and the app follows them through their run directory (`FollowHandle`), the
 same way it attaches to a run started elsewhere or opens a finished one. Nothing here imports
 torch at module import time; the blocking calls (`devices`, `device_memory`, `runs`, `curve`)
 are made from worker threads.
@@ -10,24 +10,10 @@ are made from worker threads.
 
 from __future__ import annotations
 
-import zipfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
-
-
-class RunHandleLike(Protocol):
-    run_id: str
-    run_dir: Path | None
-
-    @property
-    def alive(self) -> bool: ...
-    def drain(self) -> list[Any]: ...
-    def pause(self) -> None: ...
-    def resume(self) -> None: ...
-    def stop(self) -> None: ...
-    def set_lr(self, lr: float) -> None: ...
 
 
 @dataclass
@@ -70,89 +56,38 @@ class Engine(Protocol):
     def devices(self) -> list[str]: ...
     def device_memory(self, device: str) -> str: ...
     async def start(self, config: Mapping[str, Any], runs_dir: str | Path | None) -> Any: ...
-    async def spawn(self, job: dict[str, Any]) -> Any: ...
+    async def spawn(self, job: Any) -> Any: ...
     def follow(self, run_dir: str | Path) -> Any: ...
     def runs(self, runs_dir: str | Path | None) -> list[RunRow]: ...
     def curve(self, run_dir: str | Path) -> list[tuple[int, float]]: ...
 
 
-def _worker_handle_class():
-    from engine.handle import FollowHandle
-
-    class WorkerHandle(FollowHandle):
-        """A FollowHandle that also knows the pid of the worker it started (None: attached)."""
-
-        pid: int | None = None
-
-    return WorkerHandle
-
-
-def follow_handle(run_dir: str | Path, pid: int | None = None) -> Any:
-    handle = _worker_handle_class()(run_dir)
-    handle.pid = pid
-    return handle
-
-
-def checkpoint_problem(run_dir: Path) -> str:
-    """'' or why a checkpoint is unreadable. torch.save writes zip archives: a truncated one has
-    no end-of-central-directory record, which zipfile sees without loading torch."""
-    for name in ("last.pt", "best.pt"):
-        path = run_dir / "checkpoints" / name
-        if path.exists() and not zipfile.is_zipfile(path):
-            return f"checkpoints/{name} is truncated or not a checkpoint"
-    return ""
-
-
-def _duration(meta: dict[str, Any]) -> float | None:
-    summary = meta.get("summary", {})
-    if isinstance(summary.get("duration_s"), (int, float)):
-        return float(summary["duration_s"])
-    info = meta.get("run", {})
-    started, ended = info.get("started"), info.get("ended")
-    if hasattr(started, "timestamp") and hasattr(ended, "timestamp"):
-        return max(0.0, ended.timestamp() - started.timestamp())
-    return None
-
-
 def run_row(run: Any) -> RunRow:
-    """A RunRow from an engine RunDir; never raises for a damaged folder."""
-    from engine.report import effective_status
-
-    path = Path(run.path)
+    """A RunRow from an engine RunDir's record; never raises for a damaged folder."""
+    record = run.record()
+    if record.damaged and not record.meta:
+        return RunRow(id=run.id, path=str(record.path), status="damaged", problem=record.problem)
     try:
-        meta = run.read_meta()
-    except Exception as err:  # RunDirError: no run.toml or a TOML syntax error
-        why = "no run.toml" if "no run.toml" in str(err) else "run.toml unreadable"
-        return RunRow(id=run.id, path=str(path), status="damaged", problem=f"{why}: {err}")
-    try:
-        info, summary = meta.get("run", {}), meta.get("summary", {})
-        config = meta.get("config", {})
-        status = effective_status(meta)
-        problem = checkpoint_problem(path)
-        if problem:
-            status = "damaged"
+        info, summary = record.info, record.summary
         if summary.get("test_accuracy") is not None:
             best = f"acc {summary['test_accuracy']:.4g}"
         elif summary.get("best_val_loss") is not None:
             best = f"val {summary['best_val_loss']:.4g}"
         else:
             best = "-"
-        lr = config.get("optim", {}).get("lr")
-        for change in meta.get("changes", []):
-            if change.get("key") == "optim.lr":
-                lr = change.get("new", lr)
         started = info.get("started")
         return RunRow(
-            id=run.id, path=str(path), status=status, preset=str(info.get("preset", "-")),
+            id=run.id, path=str(record.path),
+            status="damaged" if record.damaged else record.label,
+            preset=str(info.get("preset", "-")),
             started=started.strftime("%Y-%m-%d %H:%M") if hasattr(started, "strftime")
             else str(started or "-"),
-            duration_s=_duration(meta), steps=summary.get("steps"),
-            final_loss=summary.get("final_loss"), best=best,
-            lr=float(lr) if isinstance(lr, (int, float)) else None,
-            config=config if isinstance(config, dict) else {}, problem=problem,
+            duration_s=record.duration_s, steps=summary.get("steps"),
+            final_loss=summary.get("final_loss"), best=best, lr=record.lr,
+            config=record.config, problem=record.problem,
         )
     except Exception as err:  # a run.toml that parses but holds nonsense
-        return RunRow(id=run.id, path=str(path), status="damaged",
+        return RunRow(id=run.id, path=str(record.path), status="damaged",
                       problem=f"run.toml: {type(err).__name__}: {err}")
 
 
@@ -193,26 +128,26 @@ class RealEngine:
         free, total = torch.cuda.mem_get_info(index)
         return f"{(total - free) / 2**30:.1f}/{total / 2**30:.1f} GiB"
 
-    async def spawn(self, job: dict[str, Any]) -> Any:
-        """Start a worker process for a job (train/resume/replay); a handle following it.
-
-        The blocking `engine.procs.worker.spawn` in a thread rather than `spawn_async`: the latter
-        leaves its asyncio subprocess transport open, and that transport complains
-        ('Event loop is closed') when it is collected after the app's loop has ended, which
-        is the normal case for a detached run."""
+    async def spawn(self, job: Any) -> Any:
+        """Start a worker process for a job (engine.jobs: train/resume/replay) in its own
+        session, waiting in a thread; a handle following its run folder."""
         import asyncio
 
-        from engine.procs.worker import spawn
+        from engine.handle import FollowHandle
+        from engine.jobs import start_detached
 
-        reply = await asyncio.to_thread(spawn, job)
-        return follow_handle(reply["run_dir"], reply.get("pid"))
+        started = await asyncio.to_thread(start_detached, job)
+        return FollowHandle(started.run_dir, pid=started.pid)
 
     async def start(self, config: Mapping[str, Any], runs_dir: str | Path | None) -> Any:
-        return await self.spawn({"action": "train", "config": dict(config),
-                                 "runs_dir": str(runs_dir) if runs_dir else None})
+        from engine.jobs import TrainJob
+
+        return await self.spawn(TrainJob(dict(config), str(runs_dir) if runs_dir else None))
 
     def follow(self, run_dir: str | Path) -> Any:
-        return follow_handle(run_dir)
+        from engine.handle import FollowHandle
+
+        return FollowHandle(run_dir)
 
     def runs(self, runs_dir: str | Path | None) -> list[RunRow]:
         from engine.rundir import list_runs

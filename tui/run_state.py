@@ -64,7 +64,7 @@ class Update:
     truncate_at: int | None = None  # a resumed run re-logs the steps after this one
     lr_changes: list[Any] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
-    ended: Any = None  # Finished or Failed
+    ended: Any = None  # Finished, Failed or ProcessGone
     state_changed: bool = False
 
     @property
@@ -181,8 +181,8 @@ class Follower:
                     "diverged" else ""
                 self.dead.ended = True
                 up.ended = event
-            elif kind == "failed":
-                run.state = "failed"
+            elif kind in ("failed", "gone"):
+                run.state = "failed" if kind == "failed" else "killed"
                 run.reason = event.reason
                 self.dead.ended = True
                 up.ended = event

@@ -98,13 +98,11 @@ def _summary(stderr: str, reasons: list[str]) -> str:
 
 
 def _settle(run: RunDir, returncode: int, stderr: str, reasons: list[str]) -> int:
-    meta = run.read_meta()
-    status = meta["run"].get("status")
-    if returncode == 0 and status not in ("running", "paused"):
-        return 0 if status in ("finished", "stopped") else 3
+    record = run.record(check_checkpoints=False)
+    if returncode == 0 and record.status is not None and not record.status.live:
+        return 0 if record.status in ("finished", "stopped") else 3
     reason = _summary(stderr, reasons)
-    meta.setdefault("summary", {})["reason"] = reason
-    run.update("failed", summary=meta["summary"])
+    run.mark_failed(reason)
     print(f"torchdeck: run {run.id} failed: {reason}", file=sys.stderr)
     return 1
 

@@ -16,50 +16,26 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
 from engine.errors import RunDirError, TorchdeckError
 
-CONTROL_FILE = "control.jsonl"
 LOG_FILE = "worker.log"
 
 
-def send_command(run_dir: Path, command: str, value: Any = None) -> None:
-    """Queue a command for the process training the run (it reads it within ~0.2 s)."""
-    line = json.dumps({"command": command, "value": value, "t": time.time()}) + "\n"
-    fd = os.open(Path(run_dir) / CONTROL_FILE, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        os.write(fd, line.encode())
-    finally:
-        os.close(fd)
-
-
 def watch_control_file(run_dir: Path, control: Any, stop: threading.Event) -> threading.Thread:
-    """A thread that feeds new lines of control.jsonl into a trainer's Control."""
-    path = Path(run_dir) / CONTROL_FILE
-    offset = path.stat().st_size if path.exists() else 0
+    """A thread that feeds commands appended to control.jsonl into a trainer's Control."""
+    from engine.handle import CONTROL_FILE
+    from engine.rundir import LineTail
+
+    tail = LineTail.at_end(Path(run_dir) / CONTROL_FILE)
 
     def loop() -> None:
-        nonlocal offset
-        pending = b""
         while not stop.wait(0.2):
-            try:
-                with open(path, "rb") as fh:
-                    fh.seek(offset)
-                    chunk = fh.read()
-            except FileNotFoundError:
-                continue
-            offset += len(chunk)
-            pending += chunk
-            *lines, pending = pending.split(b"\n")
-            for line in lines:
-                try:
-                    item = json.loads(line)
+            for item in tail.read_new():
+                if isinstance(item.get("command"), str):
                     control.send(item["command"], item.get("value"))
-                except (ValueError, KeyError, TypeError):
-                    continue
 
     thread = threading.Thread(target=loop, name="torchdeck-control", daemon=True)
     thread.start()
@@ -78,35 +54,12 @@ def handshake(reply: dict[str, Any], log_dir: Path | None = None) -> None:
     os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
 
 
-def prepare_job(job: dict[str, Any]):
-    """The trainer for a job: train a config, resume a run, or replay a run."""
-    from engine.build import prepare_run
-    from engine.control import Control
-    from engine.resume import prepare_replay, prepare_resume, resumed_trainer
-    from engine.train.loop import Trainer
-
-    control = Control()
-    action = job["action"]
-    if action == "train":
-        prep = prepare_run(
-            job["config"], job.get("runs_dir"), job.get("device_option", "[train] device")
-        )
-        return Trainer(prep, control=control)
-    if action == "resume":
-        prep, ckpt, new_lr = prepare_resume(
-            job["ref"], job.get("runs_dir"), job.get("overrides", []), job.get("source", "auto")
-        )
-        return resumed_trainer(prep, ckpt, new_lr, control=control)
-    if action == "replay":
-        prep, changes = prepare_replay(job["ref"], job.get("runs_dir"), job.get("overrides", []))
-        return Trainer(prep, control=control, scheduled=changes)
-    raise TorchdeckError(f"unknown job {action!r}")
-
-
 def worker_main() -> int:
-    job = json.loads(sys.stdin.read())
+    from engine.jobs import job_from_dict, prepare
+
+    request = json.loads(sys.stdin.read())
     try:
-        trainer = prepare_job(job)
+        trainer = prepare(job_from_dict(request["job"]))
     except TorchdeckError as err:
         handshake({"ok": False, "error": str(err)})
         return 2
@@ -139,9 +92,10 @@ def _parse_reply(out: bytes, err: bytes) -> dict[str, Any]:
     return reply
 
 
-def spawn(job: dict[str, Any], module: str = "engine.procs.worker") -> dict[str, Any]:
-    """Start a worker for `job` in a new session and wait until its run is prepared; returns
-    its reply. `module` is engine.procs.launch for a distributed job."""
+def spawn(request: dict[str, Any], module: str = "engine.procs.worker") -> dict[str, Any]:
+    """Start a worker in a new session, hand it `request` ({"job": ...}, plus "nproc" and
+    "dist_args" for engine.procs.launch) and wait until its run is prepared; returns its
+    reply."""
     proc = subprocess.Popen(
         [sys.executable, "-m", module],
         stdin=subprocess.PIPE,
@@ -150,7 +104,7 @@ def spawn(job: dict[str, Any], module: str = "engine.procs.worker") -> dict[str,
         start_new_session=True,
     )
     assert proc.stdin and proc.stdout and proc.stderr
-    proc.stdin.write(json.dumps(job).encode())
+    proc.stdin.write(json.dumps(request).encode())
     proc.stdin.close()
     first = proc.stdout.readline()
     err = b"" if first.strip() else proc.stderr.read()
@@ -159,15 +113,6 @@ def spawn(job: dict[str, Any], module: str = "engine.procs.worker") -> dict[str,
     reply = _parse_reply(first, err)
     reply["pid"] = proc.pid
     return reply
-
-
-async def spawn_async(job: dict[str, Any]) -> dict[str, Any]:
-    """`spawn` for asyncio programs (the app): waits in a thread, never on the event loop.
-
-    (asyncio's own subprocess transport would outlive the loop for a detached worker.)"""
-    import asyncio
-
-    return await asyncio.to_thread(spawn, job)
 
 
 if __name__ == "__main__":

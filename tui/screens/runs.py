@@ -19,6 +19,7 @@ from textual.screen import Screen
 from textual.widget import Widget
 from textual.widgets import DataTable, Footer, Input, Static
 
+from engine.jobs import ReplayJob, ResumeJob
 from tui.engine_port import RunRow
 from tui.errors import user_message
 from tui.modals import ResumeDialog
@@ -422,8 +423,7 @@ class RunsScreen(Screen):
                 return
             overrides = [] if row.lr is not None and value == row.lr else [f"optim.lr={value!r}"]
             self.dismiss(None)
-            self.app.start_job({"action": "resume", "ref": path, "runs_dir": self._runs_dir(),
-                                "overrides": overrides, "source": "auto"},
+            self.app.start_job(ResumeJob(path, self._runs_dir(), tuple(overrides)),
                                f"resuming {row.id}…")
 
         self.app.push_screen(ResumeDialog(f"Resume {row.id} ({row.status})", lr, note), chosen)
@@ -436,8 +436,8 @@ class RunsScreen(Screen):
             self.app.report_error(f"cannot replay {row.id}: no readable config")
             return
         self.dismiss(None)
-        self.app.start_job({"action": "replay", "ref": row.path, "runs_dir": self._runs_dir(),
-                            "overrides": []}, f"replaying {row.id} as a new run…")
+        self.app.start_job(ReplayJob(row.path, self._runs_dir()),
+                           f"replaying {row.id} as a new run…")
 
     def _runs_dir(self) -> str | None:
         return str(self.runs_dir) if self.runs_dir else None
