@@ -102,9 +102,10 @@ class _EventBuffer:
         assert self._ready is not None
         while True:
             self._ready.clear()
+            finished = done()  # before emptying the buffer: the producer's last events
             while self._buffer:
                 yield self._buffer.popleft()
-            if done():
+            if finished:
                 return
             await self._ready.wait()
 
@@ -209,7 +210,8 @@ class FollowHandle(_Commands):
 
     @property
     def alive(self) -> bool:
-        """Whether the process training the run was alive at the last look (no file read)."""
+        """Whether the run was in progress, its process alive, at the last look (no file
+        read here: the tail thread looks)."""
         return self._alive
 
     @property
@@ -239,21 +241,25 @@ class FollowHandle(_Commands):
         last: Event | None = None
         try:
             while not self._closed.is_set():
-                # liveness first, then the file: once the process is seen gone, everything
-                # it ever wrote is in the file, so what the read finds is the whole story
-                self._alive = self.run.record(check_checkpoints=False).process_alive
+                # the record first, then the file: once the process is seen gone, all it
+                # ever wrote is in the file, so what this read finds is the whole story
+                record = self.run.record(check_checkpoints=False)
+                self._alive = record.live
                 events = tail.read_new()
                 if events:
                     last = events[-1]
                     self._events.put(events)
                 self._loaded.set()
-                if not self._alive and not tail.behind:
-                    if not isinstance(last, TERMINAL):
+                if not tail.behind:
+                    if isinstance(last, TERMINAL) and not record.live:
+                        return  # ended (a resumed run's earlier end is followed by more)
+                    if not record.process_alive and not isinstance(last, TERMINAL):
                         step = getattr(last, "step", getattr(last, "last_step", 0)) or 0
                         self._events.put((ProcessGone(step=step),))
-                    return
+                        return
                 self._closed.wait(self.poll_s)
         finally:
+            self._alive = False
             self._loaded.set()
             self._ended.set()
             self._events.put(())

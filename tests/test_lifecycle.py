@@ -95,27 +95,27 @@ def test_attach_plain_prints_history_of_a_finished_run(tmp_path, cli):
 
 
 def test_sigterm_to_a_detached_worker_stops_it_gracefully(tmp_path, workers):
+    from engine.jobs import TrainJob, start_detached
     from engine.presets import resolve_config
-    from engine.procs.worker import spawn
 
     config = resolve_config("kink", ["train.epochs=100000"])
-    reply = spawn({"action": "train", "config": config, "runs_dir": str(tmp_path)})
-    workers.append(reply["pid"])
-    run = Path(reply["run_dir"])
+    started = start_detached(TrainJob(config, str(tmp_path)))
+    workers.append(started.pid)
+    run = started.run_dir
     wait_until(lambda: (run / "events.jsonl").stat().st_size > 2000)
-    os.kill(reply["pid"], signal.SIGTERM)
+    os.kill(started.pid, signal.SIGTERM)
     wait_until(lambda: tomllib.loads((run / "run.toml").read_text())["run"]["status"] == "stopped")
     assert load_checkpoint(run / "checkpoints" / "last.pt")["step"] > 0
 
 
 def test_control_file_pause_resume_set_lr_stop(tmp_path, workers):
+    from engine.jobs import TrainJob, start_detached
     from engine.presets import resolve_config
-    from engine.procs.worker import spawn
 
     config = resolve_config("kink", ["train.epochs=100000"])
-    reply = spawn({"action": "train", "config": config, "runs_dir": str(tmp_path)})
-    workers.append(reply["pid"])
-    handle = FollowHandle(reply["run_dir"], poll_s=0.05)
+    started = start_detached(TrainJob(config, str(tmp_path)))
+    workers.append(started.pid)
+    handle = FollowHandle(started.run_dir, poll_s=0.05)
     status = lambda: tomllib.loads((handle.run_dir / "run.toml").read_text())["run"]["status"]  # noqa: E731
     handle.pause()
     wait_until(lambda: status() == "paused", 60)
@@ -124,6 +124,7 @@ def test_control_file_pause_resume_set_lr_stop(tmp_path, workers):
     wait_until(lambda: status() == "running", 30)
     handle.stop()
     wait_until(lambda: status() == "stopped", 30)
+    handle.close()
     meta = tomllib.loads((handle.run_dir / "run.toml").read_text())
     assert meta["changes"][0]["new"] == 0.0002
 

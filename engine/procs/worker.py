@@ -64,12 +64,13 @@ def worker_main() -> int:
         handshake({"ok": False, "error": str(err)})
         return 2
     run_dir = trainer.p.run.path
-    handshake({"ok": True, "run_dir": str(run_dir), "run_id": trainer.p.run.id}, run_dir)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, lambda *_: trainer.control.stop())
     stop = threading.Event()
+    # watching before the parent hears of the run: a command sent right away is not missed
     watch_control_file(run_dir, trainer.control, stop)
+    handshake({"ok": True, "run_dir": str(run_dir), "run_id": trainer.p.run.id}, run_dir)
     result = trainer.run()
     stop.set()
     print(f"{result.type}: {result}", flush=True)
