@@ -13,7 +13,7 @@ from typing import Any
 import tomli_w
 
 from engine.errors import ConfigError
-from engine.schema import field_for, validate
+from engine.schema import NOT_GIVEN, field_for, validate
 
 DEFAULT_PRESET = "kink"
 BUILTIN_DIR = Path(__file__).resolve().parent.parent / "presets"
@@ -154,16 +154,13 @@ def apply_overrides(
 def _strip_defaults(config: dict[str, Any]) -> dict[str, Any]:
     """Drop the 'not given' placeholders (epochs=0, steps=0, ...) of a resolved config."""
     out = copy.deepcopy(config)
-    train = out.get("train", {})
-    for key in ("epochs", "steps"):
-        if train.get(key) == 0:
-            train.pop(key)
-    model = out.get("model", {})
-    for key in ("builtin", "factory"):
-        if model.get(key) == "":
-            model.pop(key)
-    if model.get("layers") == []:
-        model.pop("layers")
+    for section, placeholders in NOT_GIVEN.items():
+        table = out.get(section)
+        if not isinstance(table, dict):
+            continue
+        for key, value in placeholders.items():
+            if key in table and table[key] == value:
+                table.pop(key)
     return out
 
 

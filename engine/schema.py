@@ -1,32 +1,454 @@
-"""The preset schema: which keys exist, their types, defaults and limits.
+"""The preset schema: typed msgspec Structs for every key, their types, defaults and limits.
+
+The Structs below are the single description of a preset file. From them come:
+
+- `validate(raw, origin)`: the fully resolved config (plain dicts and lists, every default
+  filled in) or a ConfigError naming the file, the key and what was expected;
+- `Field` tables (`TRAIN_FIELDS`, `section_fields`, ...) for the form and `--set` messages;
+- `json_schema()`: a JSON Schema for editors. `torchdeck schema > preset.schema.json`, then
+  start a preset with `#:schema ./preset.schema.json` (taplo / Even Better TOML).
 
 Torch-free on purpose: the app validates every preset at start-up and must not wait for
-torch. `validate` turns a parsed preset into a fully resolved config (defaults filled in)
-or raises ConfigError naming the file, the key and what was expected.
+torch. The name lists (losses, layers, ...) therefore live here as Literal types and
+tests/test_schema.py checks them against the torch-side modules.
 """
-
-from __future__ import annotations
 
 import ast
 import fnmatch
 import math
+import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any, Literal, get_args, get_origin
+
+import msgspec
+import msgspec.structs
+from msgspec import UNSET, Meta, Struct, UnsetType, field
 
 from engine.errors import ConfigError
+
+# --- names (checked against engine.losses / optim / data / models by tests/test_schema.py) --
+
+Loss = Literal["mse", "sse", "half_mse", "half_sse", "l1", "cross_entropy"]
+OptimName = Literal["sgd", "adam", "adamw"]
+Dtype = Literal["float32", "float64"]
+Task = Literal["regression", "classification"]
+BuiltinModel = Literal["legendre-p3"]
+
+LOSSES: tuple[str, ...] = get_args(Loss)
+OPTIMIZERS: tuple[str, ...] = get_args(OptimName)
+DTYPES: tuple[str, ...] = get_args(Dtype)
+BUILTIN_MODELS: tuple[str, ...] = get_args(BuiltinModel)
+
+EXPR_FUNCTIONS = (
+    "arange linspace where sin cos tan exp log sqrt abs relu tanh sigmoid clamp "
+    "zeros_like ones_like max min sum mean prod norm"
+).split()
+EXPR_CONSTANTS = ("pi", "e")
+
+DEVICE_HELP = "auto, cpu, cuda, cuda:N or mps"
+_DEVICE_PATTERN = "^(auto|cpu|cuda|mps|cuda:[0-9]+)$"
+
+# --- value checks that are more than a type (messages as the users know them) -------------
+
+
+def _number_list(length: int | None = None) -> Callable[[Any, Mapping[str, Any]], None]:
+    def check(value: Any, context: Mapping[str, Any]) -> None:
+        ok = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
+        if not ok or (length is not None and len(value) != length):
+            what = f"a list of {length} numbers" if length else "a list of numbers"
+            raise ValueError(f"expected {what}, got {value!r}")
+
+    return check
+
+
+def _check_transform(rows: Any, context: Mapping[str, Any]) -> None:
+    n = context.get("n_features", 2)
+    n = n if isinstance(n, int) and not isinstance(n, bool) else 2
+    if rows and len(rows) != n:
+        raise ValueError(f"expected a {n}x{n} matrix, got {rows!r}")
+    for row in rows:
+        ok = isinstance(row, list) and all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) for v in row
+        )
+        if not ok or len(row) != n:
+            raise ValueError(f"expected a list of {n} numbers, got {row!r}")
+
+
+def _check_shape(shape: Any, context: Mapping[str, Any]) -> None:
+    ok = all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in shape)
+    if not shape or not ok:
+        raise ValueError(f"expected a list of positive integers, got {shape!r}")
+
+
+def _check_non_empty(value: Any, context: Mapping[str, Any]) -> None:
+    if not value:
+        raise ValueError("expected a non-empty list")
+
+
+# --- type shorthands ----------------------------------------------------------------------
+
+Pos = Annotated[int, Meta(ge=1)]
+NonNeg = Annotated[int, Meta(ge=0)]
+PosFloat = Annotated[float, Meta(gt=0.0)]
+NonNegFloat = Annotated[float, Meta(ge=0.0)]
+Expr = Annotated[str, Meta(extra={"kind": "expr"})]
+
+
+def _list(check: Callable[[Any, Mapping[str, Any]], None], about: str = "", **rule: Any) -> Meta:
+    """A list whose items `check` vets after every type check (as always: same messages, same
+    order); `rule` says the same to the JSON Schema."""
+    return Meta(description=about or None, extra={"check": check}, extra_json_schema=rule)
+
+
+_NUMBER = {"type": "number"}
+Numbers = Annotated[list, _list(_number_list(), items=_NUMBER)]
+
+
+class _Table(Struct, forbid_unknown_fields=True, kw_only=True):
+    pass
+
+
+# --- layers (tag `type`: the torch.nn class) -------------------------------------------------
+
+
+class _Layer(_Table, tag_field="type", tag=True):
+    pass
+
+
+class Linear(_Layer):
+    in_features: Pos
+    out_features: Pos
+    bias: bool = True
+
+
+class Conv2d(_Layer):
+    in_channels: Pos
+    out_channels: Pos
+    kernel_size: Pos
+    stride: Pos = 1
+    padding: NonNeg = 0
+    bias: bool = True
+
+
+class ReLU(_Layer):
+    pass
+
+
+class LeakyReLU(_Layer):
+    negative_slope: float = 0.01
+
+
+class Tanh(_Layer):
+    pass
+
+
+class Sigmoid(_Layer):
+    pass
+
+
+class GELU(_Layer):
+    pass
+
+
+class Softmax(_Layer):
+    dim: int = -1
+
+
+class Dropout(_Layer):
+    p: NonNegFloat = 0.5
+
+
+class Flatten(_Layer):
+    start_dim: int = 1
+    end_dim: int = -1
+
+
+class AdaptiveAvgPool2d(_Layer):
+    output_size: Pos
+
+
+class MaxPool2d(_Layer):
+    kernel_size: Pos
+    stride: Annotated[int, Meta(ge=0, description="0: the kernel size")] = 0
+
+
+class AvgPool2d(_Layer):
+    kernel_size: Pos
+
+
+class BatchNorm1d(_Layer):
+    num_features: Pos
+
+
+class BatchNorm2d(_Layer):
+    num_features: Pos
+
+
+class Identity(_Layer):
+    pass
+
+
+Layer = (
+    Linear | Conv2d | ReLU | LeakyReLU | Tanh | Sigmoid | GELU | Softmax | Dropout | Flatten
+    | AdaptiveAvgPool2d | MaxPool2d | AvgPool2d | BatchNorm1d | BatchNorm2d | Identity
+)  # fmt: skip
+
+# --- init rules (tag `dist`: torch.nn.init.<dist>_) ------------------------------------------
+
+
+class _Init(_Table, tag_field="dist"):
+    params: Annotated[
+        str,
+        Meta(description="glob on parameter names, e.g. '*.weight'",
+             extra_json_schema={"minLength": 1}),
+    ]  # fmt: skip
+
+
+class NormalInit(_Init, tag="normal"):
+    mean: float = 0.0
+    std: NonNegFloat = 1.0
+
+
+class UniformInit(_Init, tag="uniform"):
+    a: float = 0.0
+    b: float = 1.0
+
+
+class ConstantInit(_Init, tag="constant"):
+    value: float
+
+
+class ZerosInit(_Init, tag="zeros"):
+    pass
+
+
+class OnesInit(_Init, tag="ones"):
+    pass
+
+
+class XavierUniformInit(_Init, tag="xavier_uniform"):
+    gain: float = 1.0
+
+
+class XavierNormalInit(_Init, tag="xavier_normal"):
+    gain: float = 1.0
+
+
+class KaimingUniformInit(_Init, tag="kaiming_uniform"):
+    a: float = 0.0
+
+
+class KaimingNormalInit(_Init, tag="kaiming_normal"):
+    a: float = 0.0
+
+
+class OrthogonalInit(_Init, tag="orthogonal"):
+    gain: float = 1.0
+
+
+Init = (
+    NormalInit | UniformInit | ConstantInit | ZerosInit | OnesInit | XavierUniformInit
+    | XavierNormalInit | KaimingUniformInit | KaimingNormalInit | OrthogonalInit
+)  # fmt: skip
+
+# --- data sources (tag `source`) -------------------------------------------------------------
+
+
+class _Data(_Table, tag_field="source"):
+    pass
+
+
+class Formula(_Data, tag="formula"):
+    """1-D regression data from two expressions."""
+
+    x: Annotated[Expr, Meta(description="1-D inputs, e.g. 'arange(-20, 20, 2)'")]
+    y: Annotated[Expr, Meta(description="targets as a function of x")]
+
+
+class Blobs(_Data, tag="blobs"):
+    """scikit-learn's make_blobs, optionally multiplied by a matrix; two columns are x and y."""
+
+    n_samples: Annotated[int, Meta(ge=2)] = 1000
+    centers: Pos = 1
+    n_features: Annotated[int, Meta(ge=2)] = 2
+    random_state: int = 0
+    transform: Annotated[
+        list,
+        _list(
+            _check_transform,
+            "n_features x n_features matrix",
+            items={"type": "array", "items": _NUMBER},
+        ),
+    ] = []
+    x_col: NonNeg = 0
+    y_col: NonNeg = 1
+
+
+class Digits(_Data, tag="digits"):
+    """scikit-learn's bundled 8x8 digits."""
+
+    image: bool = False
+    test_fraction: PosFloat = 0.2
+    split_seed: int = 0
+    scale: PosFloat = 16.0
+
+
+class Teacher(_Data, tag="teacher"):
+    """A random linear teacher; a fresh batch every step."""
+
+    in_features: Pos
+    out_features: Pos
+    steps_per_epoch: Pos = 100
+
+
+class Cifar10(_Data, tag="cifar10"):
+    """torchvision's CIFAR-10 from a local folder."""
+
+    root: str = "data"
+    mean: Numbers = field(default_factory=lambda: [0.4914, 0.4822, 0.4465])
+    std: Numbers = field(default_factory=lambda: [0.2470, 0.2435, 0.2616])
+    verify: Annotated[bool, Meta(description="check the md5 sums of the files")] = False
+    limit: Annotated[int, Meta(ge=0, description="use only the first N images (0: all)")] = 0
+
+
+class Fixed(_Data, tag="fixed"):
+    """Inputs and targets written out in the preset."""
+
+    x: Annotated[list, _list(_check_non_empty, minItems=1)]
+    y: list
+
+
+class Random(_Data, tag="random"):
+    """Gaussian inputs with random labels or targets (benchmarks)."""
+
+    shape: Annotated[
+        list,
+        _list(_check_shape, "shape of one input, e.g. [3, 32, 32]", minItems=1,
+              items={"type": "integer", "exclusiveMinimum": 0}),
+    ]  # fmt: skip
+    n_samples: Pos = 1024
+    classes: Annotated[int, Meta(ge=2, description="classification: labels 0..classes-1")] = 10
+    targets: Annotated[int, Meta(ge=1, description="regression: outputs per sample")] = 1
+
+
+Data = Formula | Blobs | Digits | Teacher | Cifar10 | Fixed | Random
+
+# --- sections ----------------------------------------------------------------------------------
+
+
+class Model(_Table, kw_only=True):
+    """Exactly one of layers, builtin or factory ("module:function")."""
+
+    layers: Annotated[list[Layer], Meta(extra={"kind": "layers"})] = []
+    builtin: BuiltinModel = ""  # type: ignore[assignment]  # "": not given
+    factory: Annotated[
+        str, Meta(description="module:function", extra_json_schema={"pattern": "^[^:]+:[^:]+$"})
+    ] = ""
+    kwargs: dict[str, Any] = {}
+    init: Annotated[list[Init], Meta(extra={"kind": "inits"})] = []
+
+
+_SGD_ONLY = Meta(description="sgd only", extra={"only": ("sgd",)})
+
+_ADAM_ONLY = Meta(description="adam and adamw only", extra={"only": ("adam", "adamw")})
+
+
+class Optim(_Table, kw_only=True):
+    name: OptimName
+    lr: PosFloat
+    momentum: Annotated[NonNegFloat, _SGD_ONLY] = 0.0
+    dampening: Annotated[NonNegFloat, _SGD_ONLY] = 0.0
+    nesterov: Annotated[bool, _SGD_ONLY] = False
+    weight_decay: NonNegFloat = 0.0
+    betas: Annotated[
+        list, _list(_number_list(2), items=_NUMBER, minItems=2, maxItems=2), _ADAM_ONLY
+    ] = field(default_factory=lambda: [0.9, 0.999])
+    eps: Annotated[PosFloat, _ADAM_ONLY] = 1e-8
+
+
+class Train(_Table, kw_only=True):
+    """Give epochs or steps."""
+
+    epochs: Pos = 0  # 0: not given
+    steps: Pos = 0
+    batch_size: Pos
+    loss: Loss
+    seed: NonNeg = 0
+    device: Annotated[
+        str, Meta(description=DEVICE_HELP, extra_json_schema={"pattern": _DEVICE_PATTERN})
+    ] = "auto"
+    shuffle: bool = True
+    dtype: Dtype = "float32"
+    threads: Annotated[int, Meta(ge=0, description="torch threads on CPU (0: torch's default)")] = 0
+    log_every_s: PosFloat = 0.25
+    stats_every_s: PosFloat = 1.0
+    checkpoint_every_s: NonNegFloat = 30.0
+
+
+class Eval(_Table, kw_only=True):
+    """Test-split loss (and accuracy) every N epochs."""
+
+    every_epochs: Pos = 1
+    batch_size: Pos = 1000
+
+
+Report = dict[str, Expr]
+
+
+class PresetHead(_Table, kw_only=True):
+    name: str
+    title: str = ""
+    description: str = ""
+    task: Task
+
+
+class Preset(PresetHead, kw_only=True):
+    """A torchdeck preset file."""
+
+    data: Data
+    model: Model
+    optim: Optim
+    train: Train
+    eval: Eval | UnsetType = UNSET
+    report: Annotated[
+        Report | UnsetType,
+        Meta(description="values printed at the end, from parameters p[...] and data d[...]"),
+    ] = UNSET
+
+
+# Keys of which a section takes exactly one, and the "not given" values of the others: a
+# resolved config holds those, a preset file leaves them out.
+ONE_OF: dict[str, tuple[str, ...]] = {
+    "model": ("layers", "builtin", "factory"),
+    "train": ("epochs", "steps"),
+}
+NOT_GIVEN: dict[str, dict[str, Any]] = {
+    "train": {"epochs": 0, "steps": 0},
+    "model": {"builtin": "", "factory": "", "layers": []},
+}
+
+_SECTION_TYPES: dict[str, Any] = {
+    "data": Data,
+    "model": Model,
+    "optim": Optim,
+    "train": Train,
+    "eval": Eval,
+    "report": Report,
+}
+
+# --- Field: the schema of one key, as the form and the messages use it ---------------------
 
 NO_DEFAULT = object()
 
 
-@dataclass(frozen=True)
-class Field:
+class Field(Struct, frozen=True):
     kind: str  # int | float | bool | str | choice | list | table | layers | inits | expr
     default: Any = NO_DEFAULT
     choices: tuple[str, ...] = ()
     min: float | None = None
     min_exclusive: bool = False
     help: str = ""
+    check: Callable[[Any, Mapping[str, Any]], None] | None = None
 
     @property
     def required(self) -> bool:
@@ -51,6 +473,92 @@ class Field:
         return noun
 
 
+def _field_from(info: msgspec.structs.FieldInfo) -> Field:
+    """A Field from a Struct field's annotation: its type, Meta limits and Meta extras."""
+    t, metas = info.type, []
+    if get_origin(t) is Annotated:
+        t, *metas = get_args(t)
+    low, exclusive, help_, extra = None, False, "", {}
+    for meta in metas:
+        if meta.ge is not None:
+            low = meta.ge
+        if meta.gt is not None:
+            low, exclusive = meta.gt, True
+        help_ = meta.description or help_
+        extra.update(meta.extra or {})
+    origin, choices = get_origin(t), ()
+    if origin is Literal:
+        kind, choices = "choice", get_args(t)
+    else:
+        names = {int: "int", float: "float", bool: "bool", str: "str", list: "list", dict: "table"}
+        kind = names.get(origin or t, "str")
+    if info.required:
+        default = NO_DEFAULT
+    elif info.default_factory is not msgspec.NODEFAULT:
+        default = info.default_factory()
+    else:
+        default = info.default
+    kind = extra.get("kind", kind)
+    return Field(kind, default, choices, low, exclusive, help_, extra.get("check"))
+
+
+def _table(cls: Any) -> dict[str, Field]:
+    return {f.name: _field_from(f) for f in msgspec.structs.fields(cls)}
+
+
+def _tag(cls: Any) -> str:
+    return cls.__struct_config__.tag
+
+
+TOP_FIELDS: dict[str, Field] = _table(PresetHead)
+MODEL_FIELDS: dict[str, Field] = _table(Model)
+OPTIM_FIELDS: dict[str, Field] = _table(Optim)
+TRAIN_FIELDS: dict[str, Field] = _table(Train)
+EVAL_FIELDS: dict[str, Field] = _table(Eval)
+LAYERS: dict[str, dict[str, Field]] = {_tag(c): _table(c) for c in get_args(Layer)}
+INIT_DISTS: dict[str, dict[str, Field]] = {
+    _tag(c): {k: f for k, f in _table(c).items() if k != "params"} for c in get_args(Init)
+}
+DATA_SOURCES: dict[str, dict[str, Field]] = {_tag(c): _table(c) for c in get_args(Data)}
+OPTIM_ONLY: dict[str, tuple[str, ...]] = {  # keys only some optimisers use (Meta extra "only")
+    f.name: meta.extra["only"]
+    for f in msgspec.structs.fields(Optim)
+    for meta in get_args(f.type)[1:]
+    if isinstance(meta, Meta) and "only" in (meta.extra or {})
+}
+SECTIONS: tuple[str, ...] = tuple(_SECTION_TYPES)
+REQUIRED_SECTIONS: tuple[str, ...] = tuple(
+    f.name for f in msgspec.structs.fields(Preset) if f.name in SECTIONS and f.required
+)
+
+
+def section_fields(config: Mapping[str, Any], section: str) -> dict[str, Field]:
+    """The fields a section may hold, given the rest of the config (data depends on source)."""
+    if section == "data":
+        source = config.get("data", {}).get("source")
+        fields = {"source": Field("choice", choices=tuple(DATA_SOURCES))}
+        fields.update(DATA_SOURCES.get(source, {}) if isinstance(source, str) else {})
+        return fields
+    return {
+        "model": MODEL_FIELDS,
+        "optim": OPTIM_FIELDS,
+        "train": TRAIN_FIELDS,
+        "eval": EVAL_FIELDS,
+    }.get(section, {})
+
+
+def field_for(config: Mapping[str, Any], dotted: str) -> Field | None:
+    """The schema field for a dotted key such as 'optim.lr', or None if there is none."""
+    parts = dotted.split(".")
+    if len(parts) == 1:
+        return TOP_FIELDS.get(parts[0])
+    if len(parts) == 2 and parts[0] == "report":
+        return Field("expr")
+    if len(parts) != 2 or parts[0] not in SECTIONS:
+        return None
+    return section_fields(config, parts[0]).get(parts[1])
+
+
 def _type_name(value: Any) -> str:
     if isinstance(value, bool):
         return "a boolean"
@@ -67,8 +575,11 @@ def _type_name(value: Any) -> str:
     return type(value).__name__
 
 
-def check_value(fld: Field, value: Any) -> Any:
-    """Return the value converted to the field's type, or raise ValueError(description)."""
+def check_value(fld: Field, value: Any, context: Mapping[str, Any] | None = None) -> Any:
+    """Return the value converted to the field's type, or raise ValueError(description).
+
+    `context` is the section the value sits in (some list checks depend on a sibling key).
+    """
     expected = f"expected {fld.describe()}, got {_type_name(value)} {value!r}"
     if fld.kind == "int":
         if isinstance(value, bool) or not isinstance(value, int):
@@ -100,16 +611,12 @@ def check_value(fld: Field, value: Any) -> Any:
         too_small = value <= fld.min if fld.min_exclusive else value < fld.min
         if too_small:
             raise ValueError(expected)
+    if fld.check is not None:
+        fld.check(value, context or {})
     return value
 
 
 # --- expressions (data formulas, report lines) ------------------------------------------
-
-EXPR_FUNCTIONS = (
-    "arange linspace where sin cos tan exp log sqrt abs relu tanh sigmoid clamp "
-    "zeros_like ones_like max min sum mean prod norm"
-).split()
-EXPR_CONSTANTS = ("pi", "e")
 
 
 def check_expression(text: str, names: tuple[str, ...] = ()) -> None:
@@ -129,181 +636,7 @@ def check_expression(text: str, names: tuple[str, ...] = ()) -> None:
             )
 
 
-# --- layers and init rules -------------------------------------------------------------
-
-_I, _F, _B = Field("int", min=1), Field("float"), Field("bool")
-_I0 = Field("int", min=0)
-_KERNEL = Field("int", min=1)
-
-LAYERS: dict[str, dict[str, Field]] = {
-    "Linear": {"in_features": _I, "out_features": _I, "bias": Field("bool", True)},
-    "Conv2d": {
-        "in_channels": _I,
-        "out_channels": _I,
-        "kernel_size": _KERNEL,
-        "stride": Field("int", 1, min=1),
-        "padding": Field("int", 0, min=0),
-        "bias": Field("bool", True),
-    },
-    "ReLU": {},
-    "LeakyReLU": {"negative_slope": Field("float", 0.01)},
-    "Tanh": {},
-    "Sigmoid": {},
-    "GELU": {},
-    "Softmax": {"dim": Field("int", -1)},
-    "Dropout": {"p": Field("float", 0.5, min=0.0)},
-    "Flatten": {"start_dim": Field("int", 1), "end_dim": Field("int", -1)},
-    "AdaptiveAvgPool2d": {"output_size": _I},
-    "MaxPool2d": {"kernel_size": _KERNEL, "stride": Field("int", 0, min=0)},
-    "AvgPool2d": {"kernel_size": _KERNEL},
-    "BatchNorm1d": {"num_features": _I},
-    "BatchNorm2d": {"num_features": _I},
-    "Identity": {},
-}
-
-INIT_DISTS: dict[str, dict[str, Field]] = {
-    "normal": {"mean": Field("float", 0.0), "std": Field("float", 1.0, min=0.0)},
-    "uniform": {"a": Field("float", 0.0), "b": Field("float", 1.0)},
-    "constant": {"value": Field("float")},
-    "zeros": {},
-    "ones": {},
-    "xavier_uniform": {"gain": Field("float", 1.0)},
-    "xavier_normal": {"gain": Field("float", 1.0)},
-    "kaiming_uniform": {"a": Field("float", 0.0)},
-    "kaiming_normal": {"a": Field("float", 0.0)},
-    "orthogonal": {"gain": Field("float", 1.0)},
-}
-
-BUILTIN_MODELS = ("legendre-p3",)
-
-# --- data sources ------------------------------------------------------------------------
-
-DATA_SOURCES: dict[str, dict[str, Field]] = {
-    "formula": {
-        "x": Field("expr", help="1-D inputs, e.g. 'arange(-20, 20, 2)'"),
-        "y": Field("expr", help="targets as a function of x"),
-    },
-    "blobs": {
-        "n_samples": Field("int", 1000, min=2),
-        "centers": Field("int", 1, min=1),
-        "n_features": Field("int", 2, min=2),
-        "random_state": Field("int", 0),
-        "transform": Field("list", []),
-        "x_col": Field("int", 0, min=0),
-        "y_col": Field("int", 1, min=0),
-    },
-    "digits": {
-        "image": Field("bool", False),
-        "test_fraction": Field("float", 0.2, min=0.0, min_exclusive=True),
-        "split_seed": Field("int", 0),
-        "scale": Field("float", 16.0, min=0.0, min_exclusive=True),
-    },
-    "teacher": {
-        "in_features": Field("int", min=1),
-        "out_features": Field("int", min=1),
-        "steps_per_epoch": Field("int", 100, min=1),
-    },
-    "cifar10": {
-        "root": Field("str", "data"),
-        "mean": Field("list", [0.4914, 0.4822, 0.4465]),
-        "std": Field("list", [0.2470, 0.2435, 0.2616]),
-        "verify": Field("bool", False, help="check the md5 sums of the files"),
-        "limit": Field("int", 0, min=0, help="use only the first N images (0: all)"),
-    },
-    "fixed": {"x": Field("list"), "y": Field("list")},
-    "random": {
-        "shape": Field("list", help="shape of one input, e.g. [3, 32, 32]"),
-        "n_samples": Field("int", 1024, min=1),
-        "classes": Field("int", 10, min=2, help="classification: labels 0..classes-1"),
-        "targets": Field("int", 1, min=1, help="regression: outputs per sample"),
-    },
-}
-
-LOSSES = ("mse", "sse", "half_mse", "half_sse", "l1", "cross_entropy")
-OPTIMIZERS = ("sgd", "adam", "adamw")
-DTYPES = ("float32", "float64")
-
-OPTIM_FIELDS: dict[str, Field] = {
-    "name": Field("choice", choices=OPTIMIZERS),
-    "lr": Field("float", min=0.0, min_exclusive=True),
-    "momentum": Field("float", 0.0, min=0.0),
-    "dampening": Field("float", 0.0, min=0.0),
-    "nesterov": Field("bool", False),
-    "weight_decay": Field("float", 0.0, min=0.0),
-    "betas": Field("list", [0.9, 0.999]),
-    "eps": Field("float", 1e-8, min=0.0, min_exclusive=True),
-}
-OPTIM_ONLY = {
-    "momentum": ("sgd",),
-    "dampening": ("sgd",),
-    "nesterov": ("sgd",),
-    "betas": ("adam", "adamw"),
-    "eps": ("adam", "adamw"),
-}
-
-TRAIN_FIELDS: dict[str, Field] = {
-    "epochs": Field("int", 0, min=1),
-    "steps": Field("int", 0, min=1),
-    "batch_size": Field("int", min=1),
-    "loss": Field("choice", choices=LOSSES),
-    "seed": Field("int", 0, min=0),
-    "device": Field("str", "auto"),
-    "shuffle": Field("bool", True),
-    "dtype": Field("choice", "float32", choices=DTYPES),
-    "threads": Field("int", 0, min=0, help="torch threads on CPU (0: torch's default)"),
-    "log_every_s": Field("float", 0.25, min=0.0, min_exclusive=True),
-    "stats_every_s": Field("float", 1.0, min=0.0, min_exclusive=True),
-    "checkpoint_every_s": Field("float", 30.0, min=0.0),
-}
-
-EVAL_FIELDS: dict[str, Field] = {
-    "every_epochs": Field("int", 1, min=1),
-    "batch_size": Field("int", 1000, min=1),
-}
-
-MODEL_FIELDS: dict[str, Field] = {
-    "layers": Field("layers", []),
-    "builtin": Field("choice", "", choices=BUILTIN_MODELS),
-    "factory": Field("str", ""),
-    "kwargs": Field("table", {}),
-    "init": Field("inits", []),
-}
-
-TOP_FIELDS: dict[str, Field] = {
-    "name": Field("str"),
-    "title": Field("str", ""),
-    "description": Field("str", ""),
-    "task": Field("choice", choices=("regression", "classification")),
-}
-SECTIONS = ("data", "model", "optim", "train", "eval", "report")
-REQUIRED_SECTIONS = ("data", "model", "optim", "train")
-
-
-def section_fields(config: Mapping[str, Any], section: str) -> dict[str, Field]:
-    """The fields a section may hold, given the rest of the config (data depends on source)."""
-    if section == "data":
-        source = config.get("data", {}).get("source")
-        fields = {"source": Field("choice", choices=tuple(DATA_SOURCES))}
-        fields.update(DATA_SOURCES.get(source, {}))
-        return fields
-    return {
-        "model": MODEL_FIELDS,
-        "optim": OPTIM_FIELDS,
-        "train": TRAIN_FIELDS,
-        "eval": EVAL_FIELDS,
-    }.get(section, {})
-
-
-def field_for(config: Mapping[str, Any], dotted: str) -> Field | None:
-    """The schema field for a dotted key such as 'optim.lr', or None if there is none."""
-    parts = dotted.split(".")
-    if len(parts) == 1:
-        return TOP_FIELDS.get(parts[0])
-    if len(parts) == 2 and parts[0] == "report":
-        return Field("expr")
-    if len(parts) != 2 or parts[0] not in SECTIONS:
-        return None
-    return section_fields(config, parts[0]).get(parts[1])
+# --- validation ------------------------------------------------------------------------------
 
 
 class _Where:
@@ -317,79 +650,163 @@ class _Where:
         return ConfigError(f"{where}{key}: {problem}" if key else f"{where}{problem}")
 
 
-def _check_table(
-    where: _Where,
-    prefix: str,
-    table: Mapping[str, Any],
+_AT = re.compile(r"^(?P<msg>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.S)
+_STEP = re.compile(r"\.(\w+)|\[(\d+|\.\.\.)\]")
+_NAMED = re.compile(r"field `(\w+)`")
+_LISTS = {  # [model] keys holding tagged tables: tag key, what it names, the known names
+    "layers": ("type", "layer", LAYERS),
+    "init": ("dist", "init", INIT_DISTS),
+}
+
+
+def _parse(err: msgspec.ValidationError) -> tuple[str, list[Any]]:
+    """msgspec's message and its path: "Expected `int` - at `$.layers[1].in_features`"."""
+    match = _AT.match(str(err))
+    assert match is not None
+    steps = _STEP.findall(match["path"] or "")
+    return match["msg"], [int(i) if i.isdigit() else (name or i) for name, i in steps]
+
+
+def _explain(
+    where: _Where, prefix: str, err: msgspec.ValidationError, table: Mapping[str, Any],
     fields: Mapping[str, Field],
-    extra: Callable[[str, Any], Any] | None = None,
-) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in table.items():
-        fld = fields.get(key)
-        if fld is None:
-            known = ", ".join(fields) or "none"
-            raise where.fail(f"{prefix}{key}", f"unknown key (known keys: {known})")
-        if extra is not None and fld.kind in ("layers", "inits"):
-            out[key] = extra(key, value)
+) -> ConfigError:  # fmt: skip
+    """Today's message for a msgspec error: the key in preset terms and what was expected."""
+    msg, path = _parse(err)
+    if prefix == "[model] " and path and path[0] in _LISTS:
+        key, items = path[0], table[path[0]]
+        tag, noun, known = _LISTS[key]
+        if len(path) == 1:
+            problem = f"expected a list of tables, got {_type_name(items)}"
+            return where.fail(f"{prefix}{key}", problem)
+        label = f"{prefix}{key}[{path[1]}]"
+        item = items[path[1]]
+        if not isinstance(item, dict):
+            like = ' like {type = "Linear", ...}' if key == "layers" else ""
+            return where.fail(label, f"expected a table{like}, got {item!r}")
+        name = item.get(tag)
+        if not isinstance(name, str) or name not in known:
+            return where.fail(
+                f"{label}.{tag}", f"unknown {noun} {name!r} (known: {', '.join(known)})"
+            )
+        sub = dict(known[name])
+        if key == "init":
+            sub = {"params": Field("str"), "dist": Field("str"), **sub}
+        return _explain_field(where, f"{label}.", msg, path[2:], item, sub)
+    return _explain_field(where, prefix, msg, path, table, fields)
+
+
+def _explain_field(
+    where: _Where, prefix: str, msg: str, path: list[Any], table: Mapping[str, Any],
+    fields: Mapping[str, Field],
+) -> ConfigError:  # fmt: skip
+    named = _NAMED.search(msg)
+    if not path and named and msg.startswith("Object contains unknown field"):
+        known = ", ".join(fields) or "none"
+        return where.fail(f"{prefix}{named[1]}", f"unknown key (known keys: {known})")
+    if not path and named and msg.startswith("Object missing required field"):
+        fld = fields.get(named[1], Field(named[1]))
+        return where.fail(f"{prefix}{named[1]}", f"missing ({fld.describe()})")
+    keys = [path[0]] if path and path[0] in fields else list(table)  # `[...]`: some dict key
+    for key in keys:
+        if key not in fields or key not in table:
             continue
         try:
-            out[key] = check_value(fld, value)
-        except ValueError as err:
-            raise where.fail(f"{prefix}{key}", str(err)) from None
-    for key, fld in fields.items():
-        if key in out:
+            check_value(fields[key], table[key], table)
+        except ValueError as problem:
+            return where.fail(f"{prefix}{key}", str(problem))
+    key = f"{prefix}{path[0]}" if path else prefix.rstrip(" .")
+    return where.fail(key, msg[:1].lower() + msg[1:])
+
+
+def _plain(obj: Any, raw: Any) -> Any:
+    """A converted Struct as plain dicts: given keys in the file's order, then the defaults."""
+    if isinstance(obj, Struct):
+        raw = raw if isinstance(raw, dict) else {}
+        values = {name: getattr(obj, name) for name in obj.__struct_fields__}
+        config = obj.__struct_config__
+        if config.tag_field is not None:
+            values[config.tag_field] = config.tag
+        keys = [k for k in raw if k in values] + [k for k in values if k not in raw]
+        if config.tag_field == "type":  # layers: the class name first
+            keys.remove("type")
+            keys.insert(0, "type")
+        return {k: _plain(values[k], raw.get(k)) for k in keys}
+    if isinstance(obj, list):
+        raws = raw if isinstance(raw, list) and len(raw) == len(obj) else [None] * len(obj)
+        return [_plain(v, r) for v, r in zip(obj, raws, strict=True)]
+    return obj
+
+
+_END = object()  # a key no table has: scan a whole table
+
+
+def _scan(
+    where: _Where, prefix: str, table: Mapping[str, Any], fields: Mapping[str, Field],
+    stop: list[Any] | None = None,
+) -> None:  # fmt: skip
+    """What a type cannot say, key by key: finite numbers and well-formed expressions.
+
+    With `stop` (the path of msgspec's first error) only the keys before it are checked, so
+    that the first problem in the file is the one reported, as always.
+    """
+    for key, value in table.items():
+        fld = fields.get(key)
+        here = stop is not None and key == stop[0]
+        if here and not (len(stop) > 1 and fld is not None and fld.kind in ("layers", "inits")):
+            return
+        if fld is None:
             continue
-        if fld.required:
-            raise where.fail(f"{prefix}{key}", f"missing ({fld.describe()})")
-        out[key] = list(fld.default) if isinstance(fld.default, list) else fld.default
+        if fld.kind == "float" and isinstance(value, float) and not math.isfinite(value):
+            raise where.fail(f"{prefix}{key}", _problem(fld, value))
+        if fld.kind == "expr" and isinstance(value, str):
+            try:
+                check_expression(value)
+            except ValueError as err:
+                raise where.fail(f"{prefix}{key}", str(err)) from None
+        if fld.kind in ("layers", "inits") and isinstance(value, list):
+            name = "layers" if fld.kind == "layers" else "init"
+            tag, _, known = _LISTS[name]
+            for i, item in enumerate(value):
+                last = here and i == stop[1]
+                if not isinstance(item, dict) or not isinstance(item.get(tag), str):
+                    return
+                if item[tag] not in known:
+                    return
+                sub = known[item[tag]]
+                _scan(where, f"{prefix}{name}[{i}].", item, sub, stop[2:] if last else None)
+                if last:
+                    return
+        if here:
+            return
+
+
+def _problem(fld: Field, value: Any) -> str:
+    try:
+        check_value(fld, value)
+    except ValueError as err:
+        return str(err)
+    return f"unexpected value {value!r}"
+
+
+def _convert(
+    where: _Where, prefix: str, table: Mapping[str, Any], typ: Any, fields: Mapping[str, Field]
+) -> dict[str, Any]:
+    try:
+        obj = msgspec.convert(table, typ, strict=True)
+    except msgspec.ValidationError as err:
+        msg, path = _parse(err)
+        if "..." not in path:  # a dict key: _explain goes through the table in order
+            named = _NAMED.search(msg)
+            if named and msg.startswith("Object contains unknown field"):
+                path.append(named[1])
+            elif named:  # a missing field: msgspec has seen the whole table
+                path.append(_END)
+            _scan(where, prefix, table, fields, path or [_END])
+        raise _explain(where, prefix, err, table, fields) from None
+    out = _plain(obj, table) if isinstance(obj, Struct) else dict(obj)
+    _scan(where, prefix, table, fields)
     return out
-
-
-def _check_layers(where: _Where, value: Any) -> list[dict[str, Any]]:
-    if not isinstance(value, list):
-        raise where.fail("[model] layers", f"expected a list of tables, got {_type_name(value)}")
-    layers = []
-    for i, layer in enumerate(value):
-        key = f"[model] layers[{i}]"
-        if not isinstance(layer, dict):
-            raise where.fail(key, f'expected a table like {{type = "Linear", ...}}, got {layer!r}')
-        kind = layer.get("type")
-        if kind not in LAYERS:
-            raise where.fail(f"{key}.type", f"unknown layer {kind!r} (known: {', '.join(LAYERS)})")
-        args = {k: v for k, v in layer.items() if k != "type"}
-        checked = _check_table(where, f"{key}.", args, LAYERS[kind])
-        if kind == "MaxPool2d" and checked.get("stride") == 0:
-            checked["stride"] = checked["kernel_size"]
-        layers.append({"type": kind, **checked})
-    return layers
-
-
-def _check_inits(where: _Where, value: Any) -> list[dict[str, Any]]:
-    if not isinstance(value, list):
-        raise where.fail("[model] init", f"expected a list of tables, got {_type_name(value)}")
-    rules = []
-    for i, rule in enumerate(value):
-        key = f"[model] init[{i}]"
-        if not isinstance(rule, dict):
-            raise where.fail(key, f"expected a table, got {rule!r}")
-        dist = rule.get("dist")
-        if dist not in INIT_DISTS:
-            raise where.fail(
-                f"{key}.dist", f"unknown init {dist!r} (known: {', '.join(INIT_DISTS)})"
-            )
-        fields = {"params": Field("str"), "dist": Field("str"), **INIT_DISTS[dist]}
-        rules.append(_check_table(where, f"{key}.", rule, fields))
-    return rules
-
-
-def _check_number_list(where: _Where, key: str, value: Any, length: int | None = None) -> None:
-    ok = isinstance(value, list) and all(
-        isinstance(v, (int, float)) and not isinstance(v, bool) for v in value
-    )
-    if not ok or (length is not None and len(value) != length):
-        what = f"a list of {length} numbers" if length else "a list of numbers"
-        raise where.fail(key, f"expected {what}, got {value!r}")
 
 
 def validate(raw: Mapping[str, Any], origin: str = "") -> dict[str, Any]:
@@ -399,8 +816,8 @@ def validate(raw: Mapping[str, Any], origin: str = "") -> dict[str, Any]:
         if key not in TOP_FIELDS and key not in SECTIONS:
             known = ", ".join([*TOP_FIELDS, *(f"[{s}]" for s in SECTIONS)])
             raise where.fail(key, f"unknown key (known: {known})")
-    top = _check_table(where, "", {k: v for k, v in raw.items() if k in TOP_FIELDS}, TOP_FIELDS)
-    config: dict[str, Any] = dict(top)
+    top = {k: v for k, v in raw.items() if k in TOP_FIELDS}
+    config = _convert(where, "", top, PresetHead, TOP_FIELDS)
     if not config["title"]:
         config["title"] = config["name"]
     for section in REQUIRED_SECTIONS:
@@ -412,77 +829,56 @@ def validate(raw: Mapping[str, Any], origin: str = "") -> dict[str, Any]:
         table = raw[section]
         if not isinstance(table, dict):
             raise where.fail(f"[{section}]", f"expected a table, got {_type_name(table)}")
-        if section == "report":
-            config["report"] = _check_table(
-                where, "[report] ", table, {k: Field("expr") for k in table}
-            )
-            continue
         if section == "data" and "source" not in table:
             raise where.fail("[data] source", f"missing (one of {', '.join(DATA_SOURCES)})")
-
-        def extra(key: str, value: Any) -> Any:
-            return _check_layers(where, value) if key == "layers" else _check_inits(where, value)
-
-        config[section] = _check_table(
-            where, f"[{section}] ", table, section_fields(raw, section), extra
-        )
+        fields = section_fields(raw, section)
+        if section == "report":
+            fields = {k: Field("expr") for k in table}
+        config[section] = _convert(where, f"[{section}] ", table, _SECTION_TYPES[section], fields)
+    model = config["model"]
+    for layer in model["layers"]:
+        if layer["type"] == "MaxPool2d" and layer["stride"] == 0:
+            layer["stride"] = layer["kernel_size"]
     _cross_checks(where, config)
     return config
 
 
 def _cross_checks(where: _Where, config: dict[str, Any]) -> None:
     model, optim, train, data = config["model"], config["optim"], config["train"], config["data"]
-    given = [k for k in ("layers", "builtin", "factory") if model[k]]
+    given = [k for k in ONE_OF["model"] if model[k]]
     if len(given) != 1:
         raise where.fail("[model]", "give exactly one of layers, builtin or factory")
     if model["factory"] and ":" not in model["factory"]:
         raise where.fail("[model] factory", f"expected 'module:function', got {model['factory']!r}")
     for key, names in OPTIM_ONLY.items():
-        default = OPTIM_FIELDS[key].default
-        if optim[key] != default and optim["name"] not in names:
+        if optim[key] != OPTIM_FIELDS[key].default and optim["name"] not in names:
             raise where.fail(
                 f"[optim] {key}", f"not used by {optim['name']} (only {', '.join(names)})"
             )
-    _check_number_list(where, "[optim] betas", optim["betas"], 2)
-    if bool(train["epochs"]) == bool(train["steps"]):
+    _list_checks(where, "[optim] ", optim, OPTIM_FIELDS)
+    if len([k for k in ONE_OF["train"] if train[k]]) != 1:
         raise where.fail("[train]", "give exactly one of epochs or steps")
     if config["task"] == "classification" and train["loss"] != "cross_entropy":
         raise where.fail("[train] loss", "a classification preset needs cross_entropy")
     if config["task"] == "regression" and train["loss"] == "cross_entropy":
         raise where.fail("[train] loss", "cross_entropy needs a classification task")
     check_device_name(train["device"], where, "[train] device")
-    source = data["source"]
-    if source == "cifar10":
-        _check_number_list(where, "[data] mean", data["mean"])
-        _check_number_list(where, "[data] std", data["std"])
-    if source == "blobs" and data["transform"]:
-        rows = data["transform"]
-        n = data["n_features"]
-        if not isinstance(rows, list) or len(rows) != n:
-            raise where.fail("[data] transform", f"expected a {n}x{n} matrix, got {rows!r}")
-        for row in rows:
-            _check_number_list(where, "[data] transform", row, n)
-    if source == "random":
-        shape = data["shape"]
-        if not shape or not all(
-            isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in shape
-        ):
-            raise where.fail("[data] shape", f"expected a list of positive integers, got {shape!r}")
-    if source == "fixed":
-        if not data["x"]:
-            raise where.fail("[data] x", "expected a non-empty list")
-    for name, text in config.get("report", {}).items():
-        try:
-            check_expression(text)
-        except ValueError as err:
-            raise where.fail(f"[report] {name}", str(err)) from None
+    _list_checks(where, "[data] ", data, section_fields(config, "data"))
     for rule in model["init"]:
         if not rule["params"]:
             raise where.fail("[model] init", "params must be a glob such as '*.weight'")
         fnmatch.translate(rule["params"])
 
 
-DEVICE_HELP = "auto, cpu, cuda, cuda:N or mps"
+def _list_checks(
+    where: _Where, prefix: str, table: Mapping[str, Any], fields: Mapping[str, Field]
+) -> None:
+    for key, fld in fields.items():
+        if fld.check is not None:
+            try:
+                fld.check(table[key], table)
+            except ValueError as err:
+                raise where.fail(f"{prefix}{key}", str(err)) from None
 
 
 def check_device_name(name: str, where: _Where | None = None, key: str = "--device") -> None:
@@ -491,3 +887,35 @@ def check_device_name(name: str, where: _Where | None = None, key: str = "--devi
     if not ok:
         problem = f"unknown device {name!r} (expected {DEVICE_HELP})"
         raise (where or _Where("")).fail(key, problem)
+
+
+# --- JSON Schema -------------------------------------------------------------------------------
+
+
+def json_schema() -> dict[str, Any]:
+    """The JSON Schema of a preset file, for editors (taplo: `#:schema ./preset.schema.json`).
+
+    What a type cannot say is added here: exactly one of layers/builtin/factory and of
+    epochs/steps, and the optimiser-only keys at their defaults for the other optimisers.
+    The expression syntax and the data-dependent checks stay with `validate`.
+    """
+    schema = msgspec.json.schema(Preset)
+    defs = schema["$defs"]
+    for section, keys in NOT_GIVEN.items():
+        for key in keys:
+            defs[section.title()]["properties"][key].pop("default", None)
+    for section, keys in ONE_OF.items():
+        defs[section.title()]["oneOf"] = [{"required": [k]} for k in keys]
+    defs["Optim"]["allOf"] = [
+        {
+            "if": {"properties": {"name": {"not": {"enum": list(names)}}}, "required": ["name"]},
+            "then": {"properties": {key: {"const": OPTIM_FIELDS[key].default}}},
+        }
+        for key, names in OPTIM_ONLY.items()
+    ]
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "title": "torchdeck preset",
+        "description": "A torchdeck preset file (TOML). See README.md, 'Preset format'.",
+        **schema,
+    }
