@@ -22,10 +22,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import statistics
 import tempfile
 import time
 import tomllib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +56,25 @@ def _samples_per_s(run_dir: str | Path) -> float:
     return float(meta["summary"]["samples_per_s"])
 
 
+@contextlib.contextmanager
+def timed_action(cls: type, action: str) -> Iterator[list[float]]:
+    """While inside, `cls.action_<action>` records when each call began (perf_counter): the
+    key latency is that minus when pilot.press was called."""
+    name = f"action_{action}"
+    original = getattr(cls, name)
+    handled: list[float] = []
+
+    def timed(self: Any, *args: Any) -> Any:
+        handled.append(time.perf_counter())
+        return original(self, *args)
+
+    setattr(cls, name, timed)
+    try:
+        yield handled
+    finally:
+        setattr(cls, name, original)
+
+
 def headless(config: dict[str, Any], runs_dir: Path) -> float:
     """A worker process with nobody following it: the baseline."""
     from engine.jobs import TrainJob, start_detached
@@ -71,6 +92,7 @@ async def _follow_in_app(config: dict[str, Any], runs_dir: Path, presets: Path,
     import textual.pilot
 
     from tui.app import make_app
+    from tui.screens.main import MainScreen
 
     async def short_wait(min_sleep: float = 0.0, max_sleep: float = 1.0) -> None:
         # Pilot otherwise waits up to 1 s per key for the process to look idle; that wait is
@@ -83,27 +105,29 @@ async def _follow_in_app(config: dict[str, Any], runs_dir: Path, presets: Path,
     save_preset(config, presets / f"{name}.toml")
     app = make_app(runs_dir=runs_dir, preset_dirs=[presets])
     latencies: list[float] = []
-    async with app.run_test(size=(120, 40)) as pilot:
-        await pilot.pause()
-        assert app.query_one("PresetsPane").select(name)
-        await pilot.pause()
-        await pilot.press("s")
-        cpu0 = wall0 = None
-        while app.handle is None or app.run_state.active:
-            if cpu0 is None and app.run_state.state == "running":
-                cpu0, wall0 = time.process_time(), time.perf_counter()
-            if press_every_s is not None and app.run_state.state == "running":
-                before = len(app.key_log)
-                t0 = time.perf_counter()
-                await pilot.press("g")
-                if len(app.key_log) > before:
-                    latencies.append(app.key_log[before][1] - t0)
-                await asyncio.sleep(press_every_s)
-            else:
-                await asyncio.sleep(0.05)
-        run_dir, pid = app.handle.run_dir, app.handle.pid
-        if cpu0 is not None:
-            APP_CPU.append((time.process_time() - cpu0) / (time.perf_counter() - wall0))
+    with timed_action(MainScreen, "toggle_log") as handled:
+        async with app.run_test(size=(120, 40)) as pilot:
+            await pilot.pause()
+            assert app.query_one("PresetsPane").select(name)
+            await pilot.pause()
+            await pilot.press("s")
+            run = app.controller
+            cpu0 = wall0 = None
+            while run.handle is None or run.run_state.active:
+                if cpu0 is None and run.run_state.state == "running":
+                    cpu0, wall0 = time.process_time(), time.perf_counter()
+                if press_every_s is not None and run.run_state.state == "running":
+                    before = len(handled)
+                    t0 = time.perf_counter()
+                    await pilot.press("g")
+                    if len(handled) > before:
+                        latencies.append(handled[before] - t0)
+                    await asyncio.sleep(press_every_s)
+                else:
+                    await asyncio.sleep(0.05)
+            run_dir, pid = run.handle.run_dir, run.handle.pid
+            if cpu0 is not None:
+                APP_CPU.append((time.process_time() - cpu0) / (time.perf_counter() - wall0))
     while _alive(pid):
         await asyncio.sleep(0.05)
     return _samples_per_s(run_dir), latencies

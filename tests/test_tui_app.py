@@ -42,7 +42,7 @@ async def _ready(pilot) -> None:
 async def _start(pilot) -> None:
     await pilot.press("s")
     await pilot.app.workers.wait_for_complete()
-    pilot.app.tick()
+    pilot.app.controller.tick()
     await pilot.pause()
 
 
@@ -63,10 +63,10 @@ async def test_presets_listed_with_broken_one_marked(tmp_path):
         detail = str(app.query_one("#preset-detail", Static).render())
         assert "expected a number > 0" in detail
         assert app.query_one("#start-button", Button).disabled
-        assert app.check_action("start", ()) is None  # shown, but disabled
+        assert app.main_screen.check_action("start", ()) is None  # shown, but disabled
         await pilot.press("s")  # disabled: no run, no crash, and the form says why
         await pilot.pause()
-        assert app.handle is None
+        assert app.controller.handle is None
         assert "Start disabled: the selected preset is broken" in _errors(app)
         pane.select("digits")  # the other presets still work
         await pilot.pause()
@@ -138,21 +138,21 @@ async def test_fake_run_pause_resume_stop_and_lr(tmp_path):
         await pilot.pause()
         await _start(pilot)
         assert engine.started[0]["optim"]["lr"] == 0.02
-        assert app.run_state.state == "running"
-        assert app.run_state.step == 400
+        assert app.controller.run_state.state == "running"
+        assert app.controller.run_state.step == 400
         assert app.query_one(LossPlot).model.train.total == 400
         assert app.query_one(ParamTable).row_count == 3
         status = str(app.query_one("#status", Static).render())
         assert "step 400/500" in status and "ETA 0:01" in status and "ckpt 0:00 ago" in status
         handle = engine.handles[0]
         await pilot.press("p")
-        app.tick()
+        app.controller.tick()
         await pilot.pause()
-        assert app.run_state.state == "paused"
+        assert app.controller.run_state.state == "paused"
         await pilot.press("r")
-        app.tick()
+        app.controller.tick()
         await pilot.pause()
-        assert app.run_state.state == "running"
+        assert app.controller.run_state.state == "running"
         await pilot.press("l")
         await pilot.pause()
         app.screen.query_one("#lr-input", Input).value = "nope"
@@ -161,16 +161,16 @@ async def test_fake_run_pause_resume_stop_and_lr(tmp_path):
         assert "expected a number" in str(app.screen.query_one("#lr-error", Static).render())
         app.screen.query_one("#lr-input", Input).value = "0.005"
         await pilot.press("enter")
-        app.tick()
+        app.controller.tick()
         await pilot.pause()
         assert ("set_lr", 0.005) in handle.calls
-        assert app.run_state.lr == 0.005
+        assert app.controller.run_state.lr == 0.005
         await pilot.press("x")
-        app.tick()
+        app.controller.tick()
         await pilot.pause()
-        assert app.run_state.state == "stopped"
+        assert app.controller.run_state.state == "stopped"
         assert [c for c, _ in handle.calls] == ["pause", "resume", "set_lr", "stop"]
-        assert app.check_action("start", ())  # a new run may start
+        assert app.main_screen.check_action("start", ())  # a new run may start
 
 
 async def test_inspector_marks_dead_units_and_shows_values(tmp_path):
@@ -216,11 +216,11 @@ async def test_start_failure_is_a_message_not_a_traceback(tmp_path):
     async with app.run_test(size=SIZE) as pilot:
         await _ready(pilot)
         await _start(pilot)
-        assert app.run_state.state == "failed"
-        assert "there is no cuda:3 here" in app.message
+        assert app.controller.run_state.state == "failed"
+        assert "there is no cuda:3 here" in app.main_screen.message
         assert "there is no cuda:3" in str(app.query_one("#status", Static).render())
         assert app.is_running  # still alive and usable
-        assert app.check_action("start", ())
+        assert app.main_screen.check_action("start", ())
 
 
 async def test_quit_with_a_run_asks_then_stops_and_quits(tmp_path):
@@ -239,7 +239,7 @@ async def test_quit_with_a_run_asks_then_stops_and_quits(tmp_path):
         await pilot.click("#quit-stop")
         await pilot.pause()
         assert ("stop", None) in engine.handles[0].calls
-        app.tick()
+        app.controller.tick()
         await pilot.pause()
     assert app.return_code == 0
 
@@ -282,7 +282,7 @@ async def test_command_palette_lists_run_controls(tmp_path):
         await _start(pilot)
         titles = [c.title for c in app.get_system_commands(app.screen)]
         assert {"Pause run", "Stop run", "Change learning rate"} <= set(titles)
-        ids = {b.id for b in app.BINDINGS}
+        ids = {b.id for b in (*app.BINDINGS, *app.screen.BINDINGS)}
         assert {"start", "pause", "resume", "stop", "set-lr", "runs", "quit"} <= ids
 
 
@@ -339,7 +339,7 @@ async def test_diverged_run_offers_resume_with_a_lower_lr(tmp_path):
         await _ready(pilot)
         await _start(pilot)
         await pilot.pause()
-        assert app.run_state.state == "diverged"
+        assert app.controller.run_state.state == "diverged"
         dialog = app.screen
         assert isinstance(dialog, ResumeDialog)
         assert "the loss became nan" in str(dialog.query_one("#resume-note", Static).render())
@@ -367,7 +367,7 @@ async def test_a_resumed_run_replaces_the_steps_after_its_checkpoint(tmp_path):
     async with app.run_test(size=SIZE) as pilot:
         await _ready(pilot)
         await _start(pilot)
-        assert app.run_state.state == "running"  # the resumed run goes on: no offer
+        assert app.controller.run_state.state == "running"  # the resumed run goes on: no offer
         assert not isinstance(app.screen, ResumeDialog)
         model = app.query_one(LossPlot).model
         assert model.train.total == 70 and model.recent.points()[0][-1] == 70
@@ -377,12 +377,12 @@ async def test_attach_shows_the_history_of_a_finished_run(tmp_path):
     app, engine = _app(tmp_path, attach=tmp_path / "runs" / "some-run")
     async with app.run_test(size=SIZE) as pilot:
         await _ready(pilot)
-        app.tick()
+        app.controller.tick()
         await pilot.pause()
-        assert app.run_state.state == "finished"
+        assert app.controller.run_state.state == "finished"
         assert app.query_one(LossPlot).model.train.total == 400
         assert app.query_one(ParamTable).row_count == 3
-        assert not app.check_action("pause", ())
+        assert not app.main_screen.check_action("pause", ())
 
 
 async def test_runs_screen_opens_from_key_and_palette(tmp_path):
@@ -393,7 +393,8 @@ async def test_runs_screen_opens_from_key_and_palette(tmp_path):
         await pilot.press("R")
         await _ready(pilot)
         assert isinstance(app.screen, RunsScreen)
-        assert not app.check_action("start", ())  # main-screen keys are off here
+        active = {b.binding.action for b in app.screen.active_bindings.values()}
+        assert "start" not in active  # main-screen keys are off here
         await pilot.press("escape")
         await pilot.pause()
         assert not isinstance(app.screen, RunsScreen)

@@ -147,12 +147,13 @@ async def wait_for(pilot, condition, timeout: float = 20.0) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out; state {pilot.app.run_state}")
+            raise AssertionError(f"timed out; state {pilot.app.controller.run_state}")
         await pilot.pause(0.05)
+    await pilot.pause()  # and the screen has taken in what the run controller posted
 
 
 def run_toml(app) -> dict:
-    with open(Path(app.handle.run_dir) / "run.toml", "rb") as fh:
+    with open(Path(app.controller.handle.run_dir) / "run.toml", "rb") as fh:
         return tomllib.load(fh)
 
 
@@ -174,7 +175,7 @@ async def test_real_run_edit_start_watch_pause_resume_lr_stop(tmp_path, presets_
         await pilot.press("s")
         plot, table = app.query_one(LossPlot), app.query_one(ParamTable)
         await wait_for(pilot, lambda: plot.model.train.total > 0 and table.row_count > 0)
-        assert app.run_state.state == "running"
+        assert app.controller.run_state.state == "running"
         assert run_toml(app)["config"]["optim"]["lr"] == 0.002  # the edit is in the run
         seen_steps, seen_inspector = plot.model.train.total, app.query_one("#inspector").step
         await wait_for(pilot, lambda: plot.model.train.total > seen_steps
@@ -182,22 +183,23 @@ async def test_real_run_edit_start_watch_pause_resume_lr_stop(tmp_path, presets_
         assert app.query_one(FitView).fit is not None  # 1-D regression: the fit view
 
         await pilot.press("p")
-        await wait_for(pilot, lambda: app.run_state.state == "paused")
+        await wait_for(pilot, lambda: app.controller.run_state.state == "paused")
         assert run_toml(app)["run"]["status"] == "paused"
         paused_at = plot.model.train.total
         await asyncio.sleep(0.3)
-        app.tick()
+        app.controller.tick()
+        await pilot.pause()
         assert plot.model.train.total == paused_at
         await pilot.press("r")
-        await wait_for(pilot, lambda: app.run_state.state == "running")
+        await wait_for(pilot, lambda: app.controller.run_state.state == "running")
 
         await pilot.press("l")
         await pilot.pause()
         app.screen.query_one("#lr-input", Input).value = "0.0005"
         await pilot.press("enter")
-        await wait_for(pilot, lambda: app.run_state.lr == 0.0005)
+        await wait_for(pilot, lambda: app.controller.run_state.lr == 0.0005)
         await pilot.press("x")
-        await wait_for(pilot, lambda: app.run_state.state == "stopped")
+        await wait_for(pilot, lambda: app.controller.run_state.state == "stopped")
         meta = run_toml(app)
         assert meta["run"]["status"] == "stopped"
         assert meta["changes"][0]["key"] == "optim.lr"
@@ -212,8 +214,8 @@ async def test_engine_failure_shows_a_message_and_run_toml_says_failed(tmp_path,
         assert app.query_one(PresetsPane).select("boom")
         await pilot.pause()
         await pilot.press("s")
-        await wait_for(pilot, lambda: app.run_state.state == "failed")
-        assert "boom: the model broke" in app.message
+        await wait_for(pilot, lambda: app.controller.run_state.state == "failed")
+        assert "boom: the model broke" in app.main_screen.message
         assert "boom: the model broke" in str(app.query_one("#status", Static).render())
         meta = run_toml(app)
         assert meta["run"]["status"] == "failed"
@@ -241,10 +243,11 @@ async def test_quit_detaches_by_default_and_the_run_goes_on(tmp_path, presets_di
         assert app.query_one(PresetsPane).select("quick-kink")
         await pilot.pause()
         await pilot.press("s")
-        await wait_for(pilot, lambda: app.handle is not None and app.run_state.step > 0)
-        pid = app.handle.pid
+        await wait_for(pilot, lambda: app.controller.handle is not None
+                       and app.controller.run_state.step > 0)
+        pid = app.controller.handle.pid
         reap.append(pid)
-        run_dir = Path(app.handle.run_dir)
+        run_dir = Path(app.controller.handle.run_dir)
         await pilot.press("q")
         await pilot.pause()
         assert app.screen.query_one("#quit-detach").has_focus

@@ -76,8 +76,10 @@ async def wait_for(pilot, condition, timeout: float = 20.0, what: str = "") -> N
     deadline = time.monotonic() + timeout
     while not condition():
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}; state {pilot.app.run_state}")
+            raise AssertionError(f"timed out waiting for {what}; "
+                                 f"state {pilot.app.controller.run_state}")
         await pilot.pause(0.05)
+    await pilot.pause()  # and the screen has taken in what the run controller posted
 
 
 async def open_runs(pilot) -> RunsScreen:
@@ -129,10 +131,11 @@ async def test_runs_screen_overlays_two_runs_and_diffs_their_configs(tmp_path, r
         table.focus()
         table.move_cursor(row=table.get_row_index(b))
         await pilot.press("enter")
-        await wait_for(pilot, lambda: app.run_state.state == "finished", what="the open run")
+        await wait_for(pilot, lambda: app.controller.run_state.state == "finished",
+                       what="the open run")
         assert not isinstance(app.screen, RunsScreen)
         assert app.query_one(LossPlot).model.train.total == 200
-        assert app.run_state.lr == 0.002
+        assert app.controller.run_state.lr == 0.002
 
 
 async def test_damaged_run_folders_are_listed_as_damaged(tmp_path, runs, reap):
@@ -149,7 +152,7 @@ async def test_damaged_run_folders_are_listed_as_damaged(tmp_path, runs, reap):
         assert "run.toml unreadable" in str(screen.query_one("#runs-info", Static).render())
         await pilot.press("enter")  # cannot open: a message, no crash
         await pilot.pause()
-        assert "cannot open" in app.message and "damaged" in app.message
+        assert "cannot open" in app.main_screen.message and "damaged" in app.main_screen.message
         await pilot.press("space")  # selecting it with a good run: no crash, no curve
         table.move_cursor(row=table.get_row_index(str(runs["a"])))
         await pilot.press("space")
@@ -160,9 +163,10 @@ async def test_damaged_run_folders_are_listed_as_damaged(tmp_path, runs, reap):
         await pilot.pause()
         assert isinstance(app.screen, ResumeDialog)
         await pilot.press("enter")
-        await wait_for(pilot, lambda: "cannot start" in app.message, timeout=30,
+        await wait_for(pilot, lambda: "cannot start" in app.main_screen.message, timeout=30,
                        what="the resume error")
-        assert "unreadable checkpoint" in app.message or "last.pt" in app.message
+        message = app.main_screen.message
+        assert "unreadable checkpoint" in message or "last.pt" in message
         assert app.is_running
         assert app.query_one(ParamsForm).config is not None  # the app still works
 
@@ -171,13 +175,15 @@ async def test_attach_shows_the_whole_curve_of_a_finished_run(tmp_path, runs):
     app = make_app(runs_dir=runs["root"], tick_s=0.1, background_delay_s=0.0,
                    attach=str(runs["a"]))
     async with app.run_test(size=SIZE) as pilot:
-        await wait_for(pilot, lambda: app.run_state.state == "finished", what="the history")
+        await wait_for(pilot, lambda: app.controller.run_state.state == "finished",
+                       what="the history")
         assert app.query_one(LossPlot).model.train.total == 200
-        assert app.run_state.step == 200 and app.run_state.preset == "kink"
+        assert app.controller.run_state.step == 200 and app.controller.run_state.preset == "kink"
         assert app.query_one("#inspector").step > 0  # from the last params event
         status = str(app.query_one("#status", Static).render())
         assert "FINISHED" in status and "step 200/200" in status
-        assert not app.check_action("pause", ()) and not app.check_action("stop", ())
+        main = app.main_screen
+        assert not main.check_action("pause", ()) and not main.check_action("stop", ())
 
 
 async def test_diverged_run_offers_to_resume_with_a_lower_lr(tmp_path, runs, reap):
@@ -190,7 +196,7 @@ async def test_diverged_run_offers_to_resume_with_a_lower_lr(tmp_path, runs, rea
         async with app.run_test(size=SIZE) as pilot:
             await wait_for(pilot, lambda: isinstance(app.screen, ResumeDialog),
                            what="the offer")
-            assert app.run_state.state == "diverged"
+            assert app.controller.run_state.state == "diverged"
             dialog = app.screen
             note = str(dialog.query_one("#resume-note", Static).render())
             assert "diverged at step" in note
@@ -202,8 +208,9 @@ async def test_diverged_run_offers_to_resume_with_a_lower_lr(tmp_path, runs, rea
                     return tomllib.load(fh)["run"].get("resumed") == 1
 
             await wait_for(pilot, resumed, timeout=30, what="the resume job")
-            await wait_for(pilot, lambda: app.run_state.state != "starting"
-                           and app.run_state.step > 0, timeout=30, what="the resumed run")
+            await wait_for(pilot, lambda: app.controller.run_state.state != "starting"
+                           and app.controller.run_state.step > 0, timeout=30,
+                           what="the resumed run")
             changes = tomllib.loads((run_dir / "run.toml").read_text()).get("changes", [])
             assert any(c["key"] == "optim.lr" and c["new"] == 0.5 for c in changes)
     finally:

@@ -33,7 +33,7 @@ async def _mid_run(pilot) -> None:
     await _settle(pilot)
     await pilot.press("s")
     await pilot.app.workers.wait_for_complete()
-    pilot.app.tick()
+    pilot.app.controller.tick()
     await pilot.pause()
 
 

@@ -109,6 +109,7 @@ class FakeHandle:
         self.step = max((getattr(e, "step", 0) for e in events), default=0)
         self.lr = 0.01
         self.finished = False
+        self.closed = False
 
     @property
     def alive(self) -> bool:

@@ -14,6 +14,17 @@ from textual.widgets import Button, Input, Label, Static
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
+def parse_lr(text: str) -> float | str:
+    """The learning rate in `text`, or why it is not one."""
+    try:
+        value = float(text)
+    except ValueError:
+        return f"expected a number > 0, got {text!r}"
+    if not math.isfinite(value) or value <= 0:
+        return f"expected a number > 0, got {text}"
+    return value
+
+
 class _Dialog(ModalScreen):
     BINDINGS = [Binding("escape", "cancel", "Cancel", id="dialog-cancel")]
 
@@ -37,19 +48,6 @@ class LrDialog(_Dialog):
                 yield Button("Set", id="lr-ok", variant="primary", compact=True)
                 yield Button("Cancel", id="lr-cancel", compact=True)
 
-    def _value(self) -> float | None:
-        text = self.query_one("#lr-input", Input).value.strip()
-        error = self.query_one("#lr-error", Static)
-        try:
-            value = float(text)
-        except ValueError:
-            error.update(f"expected a number > 0, got {text!r}")
-            return None
-        if not math.isfinite(value) or value <= 0:
-            error.update(f"expected a number > 0, got {text}")
-            return None
-        return value
-
     def on_input_submitted(self, event: Input.Submitted) -> None:
         event.stop()
         self._submit()
@@ -62,8 +60,10 @@ class LrDialog(_Dialog):
             self.dismiss(None)
 
     def _submit(self) -> None:
-        value = self._value()
-        if value is not None:
+        value = parse_lr(self.query_one("#lr-input", Input).value.strip())
+        if isinstance(value, str):
+            self.query_one("#lr-error", Static).update(value)
+        else:
             self.dismiss(value)
 
 
@@ -127,17 +127,6 @@ class QuitDialog(_Dialog):
     def on_button_pressed(self, event: Button.Pressed) -> None:
         event.stop()
         self.dismiss({"quit-detach": "detach", "quit-stop": "stop"}.get(event.button.id or ""))
-
-
-def parse_lr(text: str) -> float | str:
-    """The learning rate in `text`, or why it is not one."""
-    try:
-        value = float(text)
-    except ValueError:
-        return f"expected a number > 0, got {text!r}"
-    if not math.isfinite(value) or value <= 0:
-        return f"expected a number > 0, got {text}"
-    return value
 
 
 class ResumeDialog(_Dialog):

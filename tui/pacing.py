@@ -1,11 +1,11 @@
 """Pacing redraws while a run trains.
 
-Runs train in their own process, so the app no longer shares the GIL with training: a redraw
+Runs train in their own process, so the app does not share the GIL with training: a redraw
 costs the run nothing unless the machine is short of cores (on a 2-core laptop a CNN's
 intra-op threads use both). So the budget is a share of one core, generous but bounded
-(REDRAW_BUDGET in tui/app.py): the app measures the event loop thread's CPU time between
-redraws (drawing, layout, compositing, everything) and spaces the next redraw so that this
-cost stays within budget. Events are still drained every tick and keys handled at once;
+(REDRAW_BUDGET in tui/controller.py): the app measures the event loop thread's CPU time
+between redraws (drawing, layout, compositing, everything) and spaces the next redraw so that
+this cost stays within budget. Events are still drained every tick and keys handled at once;
 only the pictures update less often when they are expensive.
 """
 

@@ -15,6 +15,11 @@ from typing import Any
 ACTIVE_STATES = ("starting", "running", "paused", "stopping")
 
 
+def zero_gradient(stat: Any) -> bool:
+    """A parameter snapshot whose gradient is zero (or has dead units)."""
+    return bool(stat.dead_frac) or stat.grad_norm == 0.0
+
+
 @dataclass
 class RunState:
     # idle|starting|running|paused|stopping|finished|stopped|diverged|failed|killed
@@ -67,13 +72,6 @@ class Update:
     ended: Any = None  # Finished, Failed or ProcessGone
     state_changed: bool = False
 
-    @property
-    def empty(self) -> bool:
-        return not (
-            self.losses or self.epochs or self.params or self.fit or self.started
-            or self.lr_changes or self.warnings or self.ended or self.state_changed
-        )
-
 
 class DeadTracker:
     """Which parameters get no gradient, judged over time rather than from one snapshot: a
@@ -93,16 +91,12 @@ class DeadTracker:
         self.seen.clear()
         self.ended = False
 
-    @staticmethod
-    def zero_gradient(stat: Any) -> bool:
-        return bool(stat.dead_frac) or stat.grad_norm == 0.0
-
     def observe(self, event: Any) -> None:
         for stat in event.params:
             if stat.grad_norm is None and stat.dead_frac is None:
                 continue  # no gradient yet: neither evidence for nor against
             self.seen[stat.name] = self.seen.get(stat.name, 0) + 1
-            zero = self.zero_gradient(stat)
+            zero = zero_gradient(stat)
             self.streak[stat.name] = self.streak.get(stat.name, 0) + 1 if zero else 0
 
     def is_dead(self, name: str) -> bool:

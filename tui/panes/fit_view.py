@@ -3,7 +3,6 @@ per epoch for classification, and the mean training loss per epoch otherwise."""
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from rich.text import Text
@@ -23,7 +22,6 @@ class FitView(Widget):
         self.per_epoch = DecimatedSeries(512)
         self.metric_name = ""
         self.version = 0
-        self.last_cost_s = 0.0
         self._cache: tuple[tuple, Text] | None = None
         self.border_title = "Fit / metrics"
 
@@ -71,9 +69,7 @@ class FitView(Widget):
         size = self.content_region.size
         key = (self.version, size.width, size.height)
         if self._cache is None or self._cache[0] != key:
-            t0 = time.perf_counter()
             self._cache = (key, self._draw(size.width, size.height))
-            self.last_cost_s = time.perf_counter() - t0
         return self._cache[1]
 
     def _draw(self, width: int, height: int) -> Text:

@@ -1,6 +1,7 @@
 """The parameter inspector: one row per parameter tensor, live; the highlighted row's histogram
 and (for tensors of at most 16 elements) its values. Dead parameters in red: those whose
-gradient stayed zero over several snapshots (see follow.DeadTracker), not one unlucky batch."""
+gradient stayed zero over several snapshots (tui/run_state.py's DeadTracker), not one
+unlucky batch."""
 
 from __future__ import annotations
 
@@ -15,6 +16,8 @@ from textual.message import Message
 from textual.reactive import reactive
 from textual.widget import Widget
 from textual.widgets import Static
+
+from tui.run_state import zero_gradient
 
 COLUMNS = (
     ("name", "name"),
@@ -44,10 +47,6 @@ def num(value: float | None) -> str:
 
 def pct(value: float | None) -> str:
     return "–" if value is None else f"{100 * value:.0f}%"
-
-
-def zero_gradient(stat: Any) -> bool:
-    return bool(stat.dead_frac) or stat.grad_norm == 0.0
 
 
 def row_cells(stat: Any) -> list[str]:
@@ -99,8 +98,7 @@ def info(stat: Any, dead: bool = False, streak: int = 0) -> Text:
 
 class ParamTable(Widget, can_focus=True):
     """The rows as one Text: far cheaper to redraw every second than a DataTable (which renders
-    each cell through Rich), and a redraw here is time taken from a training loop that shares
-    the GIL with the app."""
+    each cell through Rich)."""
 
     BINDINGS = [
         Binding("up", "move(-1)", "Up", show=False, id="param-up"),

@@ -7,7 +7,6 @@ changed. Redraw cost depends on the widget's size, not on the run's length.
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from rich.text import Text
@@ -93,7 +92,6 @@ class LossPlot(Widget):
         super().__init__(**kwargs)
         self.model = model or LossModel()
         self._cache: tuple[tuple, Text] | None = None
-        self.last_cost_s = 0.0  # how long the last redraw took (the app paces redraws by it)
         self.border_title = "Loss"
         self._set_titles()
 
@@ -117,7 +115,5 @@ class LossPlot(Widget):
         key = (self.model.version, self.model.log_y, self.model.recent_only,
                self.model.smoothing, size.width, size.height)
         if self._cache is None or self._cache[0] != key:
-            t0 = time.perf_counter()
             self._cache = (key, self.model.render(size.width, size.height))
-            self.last_cost_s = time.perf_counter() - t0
         return self._cache[1]

@@ -53,6 +53,10 @@ class PresetsPane(Vertical):
             olist.highlighted = names.index(select)
         elif names:
             olist.highlighted = 0
+        if self.current is not None:
+            # now rather than when the highlight message comes, so that the first layout
+            # sizes the detail box for it
+            self.query_one("#preset-detail", Static).update(_detail(self.current))
 
     @property
     def current(self) -> Any:

@@ -9,6 +9,7 @@ threads; a damaged run folder is a row marked damaged, never an exception.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from rich.text import Text
@@ -19,7 +20,7 @@ from textual.screen import Screen
 from textual.widget import Widget
 from textual.widgets import DataTable, Footer, Input, Static
 
-from engine.jobs import ReplayJob, ResumeJob
+from engine.jobs import Job, ReplayJob, ResumeJob
 from tui.engine_port import RunRow
 from tui.errors import user_message
 from tui.modals import ResumeDialog
@@ -127,7 +128,24 @@ class OverlayPlot(Widget):
         return self._cache[1]
 
 
+@dataclass(frozen=True)
+class OpenRun:
+    """The runs screen was left to open (follow) this run folder."""
+
+    path: str
+
+
+@dataclass(frozen=True)
+class StartJob:
+    """The runs screen was left to start this job (resume or replay) and follow it."""
+
+    job: Job
+    note: str = ""
+
+
 class RunsScreen(Screen):
+    """Dismissed with an OpenRun, a StartJob, or None (back)."""
+
     BINDINGS = [
         Binding("space", "toggle_select", "Select", id="runs-select"),
         Binding("o", "open", "Open", id="runs-open"),  # enter on a row opens it too
@@ -394,8 +412,7 @@ class RunsScreen(Screen):
         if row.damaged_toml:
             self.app.report_error(f"cannot open {row.id}: damaged ({row.problem})")
             return
-        self.dismiss(None)
-        self.app.attach_run(row.path)
+        self.dismiss(OpenRun(row.path))
 
     def action_resume_run(self) -> None:
         row = self.current
@@ -422,9 +439,8 @@ class RunsScreen(Screen):
             if value is None:
                 return
             overrides = [] if row.lr is not None and value == row.lr else [f"optim.lr={value!r}"]
-            self.dismiss(None)
-            self.app.start_job(ResumeJob(path, self._runs_dir(), tuple(overrides)),
-                               f"resuming {row.id}…")
+            self.dismiss(StartJob(ResumeJob(path, self._runs_dir(), tuple(overrides)),
+                                  f"resuming {row.id}…"))
 
         self.app.push_screen(ResumeDialog(f"Resume {row.id} ({row.status})", lr, note), chosen)
 
@@ -435,9 +451,8 @@ class RunsScreen(Screen):
         if row.damaged_toml or not row.config:
             self.app.report_error(f"cannot replay {row.id}: no readable config")
             return
-        self.dismiss(None)
-        self.app.start_job(ReplayJob(row.path, self._runs_dir()),
-                           f"replaying {row.id} as a new run…")
+        self.dismiss(StartJob(ReplayJob(row.path, self._runs_dir()),
+                              f"replaying {row.id} as a new run…"))
 
     def _runs_dir(self) -> str | None:
         return str(self.runs_dir) if self.runs_dir else None

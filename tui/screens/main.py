@@ -1,0 +1,409 @@
+"""The main screen: presets and the hyperparameter form on the left; the loss plot, the fit view
+and the parameter inspector on the right; the status line and the footer below.
+
+Its keys come from tui/actions.py. The run it shows is followed by a RunController
+(tui/controller.py), whose messages this screen turns into pictures: the data of each tick goes
+into the panes at once (cheap), and the panes redraw when the controller says so.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from textual import work
+from textual.app import ComposeResult
+from textual.containers import Horizontal, Vertical
+from textual.screen import Screen
+from textual.widgets import Button, Footer
+from textual.worker import Worker, WorkerState
+
+from engine.jobs import ResumeJob
+from tui.actions import MAIN_ACTIONS, bindings
+from tui.controller import (
+    TICK_S,
+    RunCleared,
+    RunController,
+    RunEnded,
+    RunFailedToStart,
+    RunOpened,
+    RunUpdated,
+)
+from tui.engine_port import Engine
+from tui.errors import user_message
+from tui.modals import LrDialog, ResumeDialog, SavePresetDialog
+from tui.panes.fit_view import FitView
+from tui.panes.inspector import Inspector
+from tui.panes.loss_plot import LossPlot
+from tui.panes.params_form import ParamsForm
+from tui.panes.presets import PresetsPane
+from tui.run_state import RunState, Update
+from tui.screens.runs import OpenRun, RunsScreen, StartJob
+from tui.status import StatusLine
+
+# the actions whose state the footer shows (enabled, disabled, hidden)
+STATEFUL_ACTIONS = ("start", "pause", "resume", "stop", "set_lr", "save_preset")
+# what failed, by worker group (the controller reports its start and attach failures itself)
+WORKER_ERRORS = {"devices": "cannot list devices", "memory": "cannot read device memory"}
+
+
+class MainScreen(Screen):
+    BINDINGS = bindings(MAIN_ACTIONS)
+
+    def __init__(self, engine: Engine, runs_dir: str | Path | None,
+                 preset_dirs: list[str | Path], clock: Callable[[], float],
+                 tick_s: float = TICK_S, background_delay_s: float = 0.3,
+                 attach: str | Path | None = None) -> None:
+        super().__init__()
+        self.engine = engine
+        self.runs_dir = runs_dir
+        self.preset_dirs = preset_dirs
+        self.clock = clock
+        self.background_delay_s = background_delay_s
+        self.attach = attach
+        self.controller = RunController(self, engine, runs_dir, clock, tick_s)
+        self.message = ""  # the last error or notice, shown in the status line
+        self.status_line: StatusLine | None = None  # once mounted
+        self._form_valid = False
+        self._bindings_signature: tuple = ()
+        self._dirty: set[str] = set()  # plots with new data not drawn yet
+        self._pending_params: Any = None  # the newest ParamStats not shown yet
+
+    @property
+    def run_state(self) -> RunState:
+        return self.controller.run_state
+
+    # --- layout ---------------------------------------------------------------------------
+    def compose(self) -> ComposeResult:
+        with Horizontal(id="main"):
+            with Vertical(id="left"):
+                yield PresetsPane(id="presets")
+                yield ParamsForm(id="form")
+            with Vertical(id="right"):
+                with Horizontal(id="plots"):
+                    yield LossPlot(id="loss-plot")
+                    yield FitView(id="fit-view")
+                yield Inspector(id="inspector")
+        yield StatusLine(id="status")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        # held, not queried, so that a timer firing while the app shuts down finds them
+        self.status_line = self.query_one(StatusLine)
+        self.loss_plot = self.query_one(LossPlot)
+        self.fit_view = self.query_one(FitView)
+        self.inspector = self.query_one(Inspector)
+        self.form = self.query_one(ParamsForm)
+        self.presets_pane = self.query_one(PresetsPane)
+        self.load_presets(select=None)
+        # importing plotext (and asking for devices) competes for the GIL with the first
+        # paint: start after it
+        if self.background_delay_s > 0:
+            self.set_timer(self.background_delay_s, self._background_start)
+        else:
+            self._background_start()
+        self.controller.begin()
+        self.query_one("#preset-list").focus()
+        self.show_status()
+        if self.attach is not None:  # once the screen is up: the run may open a dialog
+            self.call_after_refresh(self.controller.attach, self.attach)
+
+    def on_unmount(self) -> None:
+        self.controller.close()
+
+    def load_presets(self, select: str | None) -> None:
+        from engine.presets import DEFAULT_PRESET
+
+        try:
+            presets = self.engine.presets(self.preset_dirs)
+        except Exception as err:  # e.g. an unreadable --presets folder
+            self.app.report_error(f"cannot list presets: {user_message(err)}")
+            presets = []
+        self.presets_pane.set_presets(presets, select=select or DEFAULT_PRESET)
+
+    def _background_start(self) -> None:
+        self._find_devices()
+        self._warm_up_plotext()
+
+    @work(thread=True, exit_on_error=False, group="devices")
+    def _find_devices(self) -> list[str]:
+        devices = self.engine.devices()
+        self.app.call_from_thread(self.form.set_devices, devices)
+        return devices
+
+    @work(thread=True, exit_on_error=False, group="warm-up")
+    def _warm_up_plotext(self) -> None:
+        from tui.plotting import warm_up
+
+        warm_up()
+
+    # --- the status line ------------------------------------------------------------------
+    def say(self, message: str) -> None:
+        """Show `message` in the status line (errors: app.report_error, which comes here)."""
+        self.message = message
+        self.show_status()
+
+    def show_status(self) -> None:
+        if self.status_line is not None:
+            self.status_line.show_run(self.run_state, self.clock(), self.message)
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        if event.state == WorkerState.ERROR:
+            what = WORKER_ERRORS.get(event.worker.group, "error")
+            self.app.report_error(f"{what}: {user_message(event.worker.error)}")
+
+    # --- messages from the controller -----------------------------------------------------
+    def on_run_cleared(self, message: RunCleared) -> None:
+        if message.detached_from:
+            self.notify(f"detached from {message.detached_from}: it goes on training")
+        self.message = message.note
+        self._dirty.clear()
+        self._pending_params = None
+        self.loss_plot.model.clear()
+        self.loss_plot.changed()
+        self.fit_view.clear(message.task)
+        self.inspector.clear()
+        self._update_bindings()
+        self.show_status()
+
+    def on_run_opened(self, message: RunOpened) -> None:
+        if message.how == "attach":
+            self.message = ""  # "opening …": done
+        self._update_bindings()
+
+    def on_run_updated(self, message: RunUpdated) -> None:
+        if message.update is not None:
+            self._take(message.update)
+            self._update_bindings()
+        if message.redraw:
+            self.redraw()
+
+    def _take(self, up: Update) -> None:
+        """Take in one tick's events: data only, drawn by `redraw`."""
+        plot, fit = self.loss_plot, self.fit_view
+        if up.truncate_at is not None:
+            plot.model.truncate(up.truncate_at)
+            self._dirty.add("loss-plot")
+        if up.started is not None and up.started.start_step == 0:
+            fit.clear(up.started.task)
+        for first, losses in up.losses:
+            plot.model.add_losses(first, losses)
+        for epoch in up.epochs:
+            if epoch.val_loss is not None:
+                plot.model.add_val(epoch.step, epoch.val_loss)
+            fit.add_epoch(epoch)
+        if up.losses or any(e.val_loss is not None for e in up.epochs):
+            self._dirty.add("loss-plot")
+        if up.params is not None:
+            self._pending_params = up.params
+        if up.fit is not None:
+            fit.set_fit(up.fit)
+        if up.fit is not None or up.epochs or up.started is not None:
+            self._dirty.add("fit-view")
+        for change in up.lr_changes:
+            self.notify(f"{change.key} {change.old:.4g} → {change.new:.4g} at step {change.step:,}")
+        ended_reason = getattr(up.ended, "summary", {}).get("reason") if up.ended else None
+        for warning in up.warnings:
+            if warning != ended_reason:  # a diverged run's reason: its dialog says it
+                self.notify(warning, severity="warning", timeout=15)
+
+    def redraw(self) -> None:
+        """Show what changed since the last redraw: plots, inspector, status line."""
+        if "loss-plot" in self._dirty:
+            self.loss_plot.changed()
+        if "fit-view" in self._dirty:
+            self.fit_view.changed()
+        self._dirty.clear()
+        if self._pending_params is not None:
+            dead = self.controller.follower.dead
+            self.inspector.show_stats(self._pending_params, dead.dead_names(), dead.streak)
+            self._pending_params = None
+        self.show_status()
+
+    def on_run_ended(self, message: RunEnded) -> None:
+        event = message.event
+        if event.type == "failed":
+            self.app.report_error(f"run failed at step {event.step:,}: {event.reason}")
+        elif event.type == "gone":
+            self.app.report_error(f"run {self.run_state.run_id or ''}: {event.reason}")
+        elif event.status == "diverged":
+            reason = event.summary.get("reason") or f"diverged at step {event.step:,}"
+            self.message = "run diverged"
+            if message.quitting:
+                self.notify(f"run diverged: {reason}", severity="error", timeout=10)
+            else:
+                self.offer_resume_diverged(reason)
+        else:
+            loss = event.summary.get("final_loss")
+            tail = f", final loss {loss:.4g}" if isinstance(loss, float) else ""
+            self.message = f"run {event.status} at step {event.step:,}{tail}"
+            self.notify(self.message, timeout=6)
+        self.show_status()
+        if message.quitting:
+            self.app.exit()
+
+    def on_run_failed_to_start(self, message: RunFailedToStart) -> None:
+        self._update_bindings()
+        self.app.report_error(message.text)
+
+    def offer_resume_diverged(self, reason: str) -> None:
+        """NaN guard: a diverged run may continue from its last good checkpoint with a lower
+        learning rate (a resume job; source auto takes best.pt for a diverged run)."""
+        run_dir = self.controller.run_dir
+        if not run_dir:
+            return
+        lr = self.run_state.lr / 10 if self.run_state.lr else 1e-3
+
+        def chosen(value: float | None) -> None:
+            if value is None:
+                return
+            runs_dir = str(self.runs_dir) if self.runs_dir else None
+            self.controller.start_job(ResumeJob(run_dir, runs_dir, (f"optim.lr={value!r}",)),
+                                      f"resuming with lr {value:.4g}…")
+
+        note = f"{reason}\nResume from the last good checkpoint with a lower learning rate?"
+        self.app.push_screen(ResumeDialog("The run diverged", lr, note,
+                                          ok_label="Resume with this lr"), chosen)
+
+    # --- messages from the panes ----------------------------------------------------------
+    def on_presets_pane_selected(self, message: PresetsPane.Selected) -> None:
+        self.form.load(message.info.config)
+
+    def on_params_form_changed(self, message: ParamsForm.Changed) -> None:
+        self._form_valid = message.valid
+        self._update_bindings()
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        if event.button.id == "start-button":
+            self.action_start()
+        elif event.button.id == "save-button":
+            self.action_save_preset()
+
+    # --- actions --------------------------------------------------------------------------
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        state = self.run_state.state
+        live = self.controller.live
+        if action == "start":
+            return False if self.run_state.active else (True if self._form_valid else None)
+        if action == "pause":
+            return live and state == "running"
+        if action == "resume":
+            return live and state == "paused"
+        if action in ("stop", "set_lr"):
+            return live and state in ("running", "paused")
+        if action == "save_preset":
+            return True if self._form_valid else None
+        return True
+
+    def _update_bindings(self) -> None:
+        """Refresh the footer only when what it shows changed: each refresh recomposes it,
+        a layout pass costing tens of milliseconds that a running loop would pay for."""
+        signature = tuple(self.check_action(a, ()) for a in STATEFUL_ACTIONS)
+        if signature != self._bindings_signature:
+            self._bindings_signature = signature
+            self.refresh_bindings()
+
+    def action_start(self) -> None:
+        if self.run_state.active:
+            self.notify("a run is in progress: stop it first", severity="warning")
+            return
+        if self.form.config is None:
+            reason = "; ".join(self.form.errors) or "the form is not valid"
+            self.app.report_error(f"cannot start: {reason}")
+            return
+        self.controller.start(dict(self.form.config))
+
+    def action_pause(self) -> None:
+        if self.check_action("pause", ()):
+            self.controller.pause()
+            self.say("pausing…")
+
+    def action_resume(self) -> None:
+        if self.check_action("resume", ()):
+            self.controller.resume()
+            self.say("")
+
+    def action_stop(self) -> None:
+        if self.check_action("stop", ()):
+            self.controller.stop()
+            self._update_bindings()
+            self.say("stopping after this step…")
+
+    def stop_then_quit(self) -> None:
+        self.controller.quit_when_ended = True
+        self.action_stop()
+        self.say("stopping the run, then quitting…")
+
+    def action_set_lr(self) -> None:
+        if not self.check_action("set_lr", ()):
+            return
+
+        def chosen(value: float | None) -> None:
+            if value is not None and self.controller.live:
+                self.controller.set_lr(value)
+                self.say(f"lr → {value:.4g} from the next step")
+
+        self.app.push_screen(LrDialog(self.run_state.lr), chosen)
+
+    def action_save_preset(self) -> None:
+        form, pane = self.form, self.presets_pane
+        if form.config is None or pane.current is None:
+            self.app.report_error("cannot save: the form is not valid")
+            return
+        from engine.presets import user_presets_dir
+
+        config = dict(form.config)
+        taken = {p.name for p in pane.presets}
+        base = f"{config['name']}-edited"
+        suggestion, n = base, 2
+        while suggestion in taken:
+            suggestion, n = f"{base}-{n}", n + 1
+
+        def chosen(name: str | None) -> None:
+            if name is None:
+                return
+            from engine.presets import save_preset
+
+            config["name"] = name
+            edits = ", ".join(f"{k}={v}" for k, v in form.overrides.items())
+            config["description"] = f"{config['description']}\n(edited: {edits})".strip()
+            try:
+                path = save_preset(config, user_presets_dir() / f"{name}.toml")
+            except Exception as err:
+                self.app.report_error(f"cannot save the preset: {user_message(err)}")
+                return
+            self.load_presets(select=name)
+            self.notify(f"saved {path}")
+
+        self.app.push_screen(SavePresetDialog(suggestion, str(user_presets_dir()), taken),
+                             chosen)
+
+    def action_toggle_log(self) -> None:
+        model = self.loss_plot.model
+        model.log_y = not model.log_y
+        model.version += 1
+        self.loss_plot.changed()
+
+    def action_toggle_window(self) -> None:
+        model = self.loss_plot.model
+        model.recent_only = not model.recent_only
+        model.version += 1
+        self.loss_plot.changed()
+
+    def action_cycle_smoothing(self) -> None:
+        self.loss_plot.model.cycle_smoothing()
+        self.loss_plot.changed()
+
+    def action_toggle_fit(self) -> None:
+        self.toggle_class("-show-fit")
+
+    def action_runs(self) -> None:
+        self.app.push_screen(RunsScreen(self.runs_dir), self._run_chosen)
+
+    def _run_chosen(self, choice: OpenRun | StartJob | None) -> None:
+        """What the runs screen was left with: a run to open, or a job to start."""
+        if isinstance(choice, OpenRun):
+            self.controller.attach(choice.path)
+        elif isinstance(choice, StartJob):
+            self.controller.start_job(choice.job, choice.note)
