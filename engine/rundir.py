@@ -27,6 +27,7 @@ from engine.events import Event, RunStatus, event_from_dict, event_to_json
 
 RUN_FILE = "run.toml"
 EVENTS_FILE = "events.jsonl"
+SWEEPS_DIR = "sweeps"  # <runs>/sweeps/<id>/sweep.toml (engine/sweep.py): not a run
 
 
 def default_runs_dir() -> Path:
@@ -281,7 +282,9 @@ def list_runs(runs_dir: Path | None = None) -> list[RunDir]:
     runs_dir = Path(runs_dir or default_runs_dir())
     if not runs_dir.is_dir():
         return []
-    return [RunDir(p) for p in sorted(runs_dir.iterdir()) if p.is_dir()]
+    return [
+        RunDir(p) for p in sorted(runs_dir.iterdir()) if p.is_dir() and p.name != SWEEPS_DIR
+    ]
 
 
 def process_alive(pid: int) -> bool:
@@ -411,6 +414,17 @@ class RunRecord:
             if change.get("key") == "optim.lr":
                 lr = change.get("new", lr)
         return float(lr) if isinstance(lr, (int, float)) else None
+
+    @property
+    def pid(self) -> int | None:
+        """The recorded pid of the training process (rank 0 or the launcher)."""
+        pid = self.info.get("pid")
+        return pid if isinstance(pid, int) and not isinstance(pid, bool) else None
+
+    @property
+    def device(self) -> str:
+        """The device it trains on as recorded ('cpu', 'cuda:0', ...; '' if unknown)."""
+        return str(self.info.get("device", ""))
 
     @property
     def duration_s(self) -> float | None:
