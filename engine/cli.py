@@ -116,11 +116,53 @@ def build_parser() -> argparse.ArgumentParser:
         help="print the preset JSON Schema (for editors: `torchdeck schema > preset.schema.json`)",
     )
 
-    export = sub.add_parser("export", help="a run's step metrics as CSV")
+    export = sub.add_parser("export", help="a run's step (or epoch) metrics as CSV or JSON")
     export.add_argument("run")
-    export.add_argument("--csv", action="store_true", required=True, help="CSV (the one format)")
+    export_format = export.add_mutually_exclusive_group(required=True)
+    export_format.add_argument("--csv", action="store_true", help="CSV with a header line")
+    export_format.add_argument("--json", action="store_true", help="JSON Lines: an object a line")
+    export.add_argument(
+        "--epochs", action="store_true", help="a row per epoch (train/val loss, accuracy, lr)"
+    )
     export.add_argument("-o", "--output", help="file to write (default: stdout)")
     _common(export)
+    from engine.control_cli import add_parsers as add_control_parsers
+
+    add_control_parsers(sub, _common)  # pause, unpause, stop, set
+
+    sweep = sub.add_parser("sweep", help="one run per combination of --grid values")
+    sweep.add_argument("target", nargs="+", metavar="PRESET|resume ID|show ID")
+    sweep.add_argument(
+        "--grid",
+        action="append",
+        default=[],
+        metavar="KEY=V1,V2,...",
+        help="values of a config key to try (repeatable: every combination)",
+    )
+    _sets(sweep, "the preset, for every run")
+    sweep.add_argument("--parallel", type=int, default=1, help="runs at a time (one per GPU)")
+    sweep.add_argument("--foreground", action="store_true", help="run here, then the table")
+    sweep.add_argument("--sort", help="n, final_loss, best_val_loss or test_accuracy")
+    _common(sweep, presets=True)
+    sweeps = sub.add_parser("sweeps", help="list sweeps, or one sweep's comparison table")
+    sweeps.add_argument("sweep", nargs="?")
+    sweeps.add_argument("--sort", help="n, final_loss, best_val_loss or test_accuracy")
+    _common(sweeps)
+    queue = sub.add_parser("queue", help="waiting runs of sweeps: list, move, cancel")
+    queue.add_argument("action", nargs="*", metavar="move SWEEP:N up|down|first | cancel SWEEP[:N]")
+    _common(queue)
+
+    lr_find = sub.add_parser("lr-find", help="learning-rate range test on a fresh model")
+    lr_find.add_argument("preset", help="a preset name or a preset .toml file")
+    _sets(lr_find, "the preset")
+    lr_find.add_argument("--start", type=float, default=1e-7, help="first lr (1e-7)")
+    lr_find.add_argument("--end", type=float, default=10.0, help="last lr (10)")
+    lr_find.add_argument("--steps", type=int, default=200, help="steps (200)")
+    _common(lr_find, presets=True)
+    gradcheck = sub.add_parser("gradcheck", help="autograd vs finite differences, float64")
+    gradcheck.add_argument("preset", help="a preset name or a preset .toml file")
+    _sets(gradcheck, "the preset")
+    _common(gradcheck, presets=True)
     return parser
 
 
@@ -188,15 +230,32 @@ def run_command(args: argparse.Namespace) -> int:
     if command == "attach":
         return cmd_attach_plain(args.run, runs_dir)
     if command == "export":
-        from engine.export import export_csv
-        from engine.rundir import find_run
+        from engine.export import cmd_export
 
-        run = find_run(args.run, runs_dir)
-        run.read_meta()
-        n = export_csv(run, args.output)
-        if args.output:
-            print(f"{n} steps -> {args.output}")
-        return 0
+        fmt = "json" if args.json else "csv"
+        return cmd_export(args.run, runs_dir, args.output, fmt, args.epochs)
+    if command in ("pause", "unpause", "stop", "set"):
+        from engine import control_cli
+
+        return control_cli.run(args, runs_dir)
+    if command in ("sweep", "sweeps", "queue"):
+        from engine import sweep
+
+        if command == "sweeps":
+            return sweep.cmd_sweeps(args.sweep, args.sort, runs_dir)
+        if command == "queue":
+            return sweep.cmd_queue(args.action, runs_dir)
+        return sweep.cmd_sweep(args.target, args.grid, args.overrides, args.parallel,
+                               args.foreground, args.sort, runs_dir, preset_dirs)  # fmt: skip
+    if command == "lr-find":
+        from engine.lr_find import cmd_lr_find
+
+        return cmd_lr_find(args.preset, args.overrides, preset_dirs, args.start, args.end,
+                           args.steps)  # fmt: skip
+    if command == "gradcheck":
+        from engine.gradcheck import cmd_gradcheck
+
+        return cmd_gradcheck(args.preset, args.overrides, preset_dirs)
     print("torchdeck: the app is not part of the engine; run the `torchdeck` command",
           file=sys.stderr)  # fmt: skip
     return 2
@@ -278,17 +337,43 @@ def report_detached(run_id: str, run_dir: Any, pid: int) -> int:
     return 0
 
 
-def run_job(job: Any, detach: bool) -> int:
-    """Run a train/resume/replay job here (headless, printing) or in a detached worker."""
-    from engine.jobs import prepare, start_detached
+# The sink a headless run prints through: None is engine.console.ConsolePrinter (plain
+# lines); the console script sets a progress bar here on a terminal (tui/progress.py).
+make_printer: Callable[[], Callable[[Any], None]] | None = None
+
+
+def plain_printer(**kwargs: Any) -> Callable[[Any], None]:
+    """engine.console.ConsolePrinter(**kwargs), for sinks outside the engine to print
+    the same lines (a progress bar prints them above itself: write=, step_lines=False)."""
+    from engine.console import ConsolePrinter
+
+    return ConsolePrinter(**kwargs)
+
+
+def run_job(
+    job: Any, detach: bool, printer: Callable[[], Callable[[Any], None]] | None = None
+) -> int:
+    """Run a train/resume/replay job here (headless, printing through `printer()`, by
+    default `make_printer` or plain lines) or in a detached worker."""
+    from engine.jobs import start_detached
 
     if detach:
         started = start_detached(job)
         return report_detached(started.run_id, started.run_dir, started.pid)
 
-    from engine.console import ConsolePrinter
+    sink = (printer or make_printer or plain_printer)()
+    try:
+        return _run_here(job, sink)
+    finally:
+        close = getattr(sink, "close", None)
+        if close is not None:
+            close()
 
-    trainer = prepare(job, sinks=[ConsolePrinter()])
+
+def _run_here(job: Any, sink: Callable[[Any], None]) -> int:
+    from engine.jobs import prepare
+
+    trainer = prepare(job, sinks=[sink])
 
     def on_signal(signum: int, frame: object) -> None:
         name = signal.Signals(signum).name

@@ -1,53 +1,227 @@
-"""`torchdeck export RUN --csv`: the step metrics of a run as CSV."""
+"""`torchdeck export RUN --csv|--json [--epochs]`: a run's metrics, streamed.
+
+    step rows   step, epoch, loss, lr                         (every logged training step)
+    --epochs    epoch, step, train_loss, val_loss, <metrics: accuracy...>, lr, elapsed_s
+
+CSV has a header line; JSON is JSON Lines: one object per line (null where a value is
+missing or not finite), so a reader can stream it too.
+
+The event log is read line by line, twice, and never held in memory: the first pass only
+notes where a resumed run re-logged steps (a resume after a crash logs again the steps
+after its checkpoint; those replace the ones logged before the crash) and which metric
+names occur; the second writes the rows that survive.
+"""
 
 from __future__ import annotations
 
 import csv
+import json
+import math
 import sys
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
-from engine.rundir import RunDir
+from engine.events import EpochEnd, Event, RunStarted, StepMetrics, event_from_dict
+from engine.rundir import EVENTS_FILE, RunDir
+
+
+def _lines(path: Path, end: int | None = None) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number, object) for every complete JSON line up to byte `end`; a torn last
+    line or a bad line is skipped."""
+    try:
+        fh = open(path, "rb")
+    except FileNotFoundError:
+        return
+    with fh:
+        pos = 0
+        for n, raw in enumerate(fh):
+            pos += len(raw)
+            if end is not None and pos > end:
+                return
+            if not raw.endswith(b"\n") or not raw.strip():
+                continue
+            try:
+                item = json.loads(raw)
+            except ValueError:
+                continue
+            if isinstance(item, dict):
+                yield n, item
+
+
+def _events(path: Path, end: int | None = None) -> Iterator[tuple[int, Event]]:
+    for n, item in _lines(path, end):
+        try:
+            yield n, event_from_dict(item)
+        except (ValueError, KeyError, TypeError):
+            continue
+
+
+@dataclass
+class _Cuts:
+    """Where the log shrank the step record: (line, steps kept), with the minimum over all
+    later cuts, so that the second pass can tell at once whether a row survives."""
+
+    lines: list[int] = field(default_factory=list)
+    later_min: list[int] = field(default_factory=list)
+    _i: int = 0
+
+    def add(self, line: int, keep: int) -> None:
+        self.lines.append(line)
+        self.later_min.append(keep)
+
+    def close(self) -> None:
+        for i in range(len(self.later_min) - 2, -1, -1):
+            self.later_min[i] = min(self.later_min[i], self.later_min[i + 1])
+
+    def limit(self, line: int) -> float:
+        """The highest step of line `line` that no later cut removes."""
+        while self._i < len(self.lines) and self.lines[self._i] <= line:
+            self._i += 1
+        return self.later_min[self._i] if self._i < len(self.lines) else math.inf
+
+
+@dataclass
+class _Plan:
+    end: int  # bytes of the log seen by the first pass (a live run goes on writing)
+    step_cuts: _Cuts
+    epoch_cuts: _Cuts
+    metrics: list[str]
+
+
+def _plan(run: RunDir) -> _Plan:
+    path = run.path / EVENTS_FILE
+    try:
+        end = path.stat().st_size
+    except FileNotFoundError:
+        end = 0
+    step_cuts, epoch_cuts, metrics = _Cuts(), _Cuts(), {}
+    length = 0
+    for n, item in _lines(path, end):
+        kind = item.get("type")
+        if kind == "run_started":
+            keep = item.get("start_step", 0)
+            if keep < length:
+                step_cuts.add(n, keep)
+                epoch_cuts.add(n, keep)
+            length = min(length, keep)
+        elif kind == "steps":
+            keep = item.get("first_step", 1) - 1
+            if keep < length:
+                step_cuts.add(n, keep)
+            length = keep + len(item.get("losses", ()))
+        elif kind == "epoch":
+            metrics.update(dict.fromkeys(item.get("metrics") or {}))
+    step_cuts.close()
+    epoch_cuts.close()
+    return _Plan(end, step_cuts, epoch_cuts, list(metrics))
+
+
+def iter_step_rows(run: RunDir) -> Iterator[tuple[int, int, float, float]]:
+    """(step, epoch, loss, lr) for every logged step, in order; a resumed run's re-logged
+    steps replace the ones logged before its crash."""
+    plan = _plan(run)
+    spe = 0
+    for n, event in _events(run.path / EVENTS_FILE, plan.end):
+        if isinstance(event, RunStarted):
+            spe = event.steps_per_epoch
+        elif isinstance(event, StepMetrics):
+            limit = plan.step_cuts.limit(n)
+            for i, loss in enumerate(event.losses):
+                step = event.first_step + i
+                if step > limit:
+                    break
+                epoch = (step - 1) // spe + 1 if spe > 0 else event.epoch
+                yield step, epoch, loss, event.lr
 
 
 def step_rows(run: RunDir) -> list[tuple[int, int, float, float]]:
-    """(step, epoch, loss, lr) for every logged step; a resumed run's re-logged steps replace
-    the ones logged before its crash."""
-    losses: list[float] = []
-    lrs: list[float] = []
-    epoch_ends: list[tuple[int, int]] = []
-    for event in run.read_events():
-        if event.type == "run_started":
-            del losses[event.start_step :], lrs[event.start_step :]
-            epoch_ends = [e for e in epoch_ends if e[1] <= event.start_step]
-        elif event.type == "steps":
-            del losses[event.first_step - 1 :], lrs[event.first_step - 1 :]
-            losses.extend(event.losses)
-            lrs.extend([event.lr] * len(event.losses))
-        elif event.type == "epoch":
-            epoch_ends.append((event.epoch, event.step))
-    rows = []
-    ends = iter(sorted(epoch_ends, key=lambda e: e[1]))
-    current = next(ends, None)
-    for i, (loss, lr) in enumerate(zip(losses, lrs, strict=True), start=1):
-        while current is not None and current[1] < i:
-            current = next(ends, None)
-        epoch = current[0] if current is not None else (epoch_ends[-1][0] + 1 if epoch_ends else 1)
-        rows.append((i, epoch, loss, lr))
-    return rows
+    """iter_step_rows as a list (for tests and small runs)."""
+    return list(iter_step_rows(run))
 
 
-def write_csv(run: RunDir, out: TextIO | None = None) -> int:
-    writer = csv.writer(out or sys.stdout, lineterminator="\n")
-    writer.writerow(["step", "epoch", "loss", "lr"])
-    rows = step_rows(run)
-    for step, epoch, loss, lr in rows:
-        writer.writerow([step, epoch, repr(loss), repr(lr)])
-    return len(rows)
+def iter_epoch_rows(run: RunDir, plan: _Plan | None = None) -> Iterator[dict[str, Any]]:
+    """One dict per epoch: epoch, step, train_loss, val_loss, <metrics>, lr, elapsed_s."""
+    plan = plan or _plan(run)
+    lr: float | None = None
+    elapsed: float | None = None
+    for n, event in _events(run.path / EVENTS_FILE, plan.end):
+        if isinstance(event, RunStarted):
+            lr = event.lr
+        elif isinstance(event, StepMetrics):
+            lr, elapsed = event.lr, event.elapsed_s
+        elif event.type == "hparam" and getattr(event, "key", "") == "optim.lr":
+            lr = event.new  # type: ignore[attr-defined]
+        elif isinstance(event, EpochEnd) and event.step <= plan.epoch_cuts.limit(n):
+            row: dict[str, Any] = {
+                "epoch": event.epoch,
+                "step": event.step,
+                "train_loss": event.train_loss,
+                "val_loss": event.val_loss,
+            }
+            for name in plan.metrics:
+                row[name] = event.metrics.get(name)
+            row["lr"] = lr
+            row["elapsed_s"] = round(elapsed, 3) if elapsed is not None else None
+            yield row
+
+
+def _json_value(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def _csv_value(value: Any) -> str:
+    if value is None:
+        return ""
+    return repr(value) if isinstance(value, float) else str(value)
+
+
+def write(run: RunDir, out: TextIO, fmt: str = "csv", epochs: bool = False) -> int:
+    """Write the rows to `out`; returns how many."""
+    if epochs:
+        plan = _plan(run)
+        header = ["epoch", "step", "train_loss", "val_loss", *plan.metrics, "lr", "elapsed_s"]
+        rows: Iterator[dict[str, Any]] = iter_epoch_rows(run, plan)
+    else:
+        header = ["step", "epoch", "loss", "lr"]
+        rows = (dict(zip(header, r, strict=True)) for r in iter_step_rows(run))
+    n = 0
+    if fmt == "json":
+        for row in rows:
+            out.write(json.dumps({k: _json_value(v) for k, v in row.items()}) + "\n")
+            n += 1
+        return n
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(header)
+    for row in rows:
+        writer.writerow([_csv_value(row.get(k)) for k in header])
+        n += 1
+    return n
+
+
+def export(run: RunDir, path: str | None, fmt: str = "csv", epochs: bool = False) -> int:
+    if path is None or path == "-":
+        return write(run, sys.stdout, fmt, epochs)
+    with open(Path(path), "w", newline="") as fh:
+        return write(run, fh, fmt, epochs)
 
 
 def export_csv(run: RunDir, path: str | None) -> int:
-    if path is None or path == "-":
-        return write_csv(run)
-    with open(Path(path), "w", newline="") as fh:
-        return write_csv(run, fh)
+    return export(run, path, "csv")
+
+
+def cmd_export(ref: str, runs_dir: str | None, path: str | None, fmt: str, epochs: bool) -> int:
+    from engine.errors import RunDirError
+    from engine.rundir import find_run
+
+    run = find_run(ref, Path(runs_dir) if runs_dir else None)
+    record = run.record(check_checkpoints=False)
+    if record.status is None:
+        raise RunDirError(f"{run.path}: {record.problem} (not a run, or a damaged one)")
+    n = export(run, path, fmt, epochs)
+    if path and path != "-":
+        print(f"{n} {'epochs' if epochs else 'steps'} -> {path}")
+    return 0

@@ -29,6 +29,19 @@ def test_broken_user_preset_is_listed_not_fatal(tmp_path, cli):
     code, out, _ = cli("--presets", str(tmp_path), "presets")
     assert code == 0
     assert "BROKEN" in out and "oops" in out and "kink" in out
+    table, broken = out.split("\nbroken presets:\n")
+    error = next(p for p in discover_presets([tmp_path]) if p.name == "oops").error
+    assert error[-25:] not in table  # no row padded to the longest error
+    assert broken.startswith("  oops: ") and error[-25:] in broken and "oops.toml" in broken
+
+
+def test_show_prints_the_config_and_changes(runs_dir, cli):
+    cli("train", "neuron-linear", "--set", "optim.lr=0.05", "--runs-dir", str(runs_dir))
+    code, out, _ = cli("show", next(runs_dir.iterdir()).name, "--runs-dir", str(runs_dir))
+    assert code == 0
+    config = out.split("config (the resolved preset):\n", 1)[1]
+    assert '  name = "neuron-linear"' in config and "  lr = 0.05" in config
+    assert "live changes: none" in out
 
 
 def test_show_prints_summary_and_every_parameter(runs_dir, cli):
@@ -66,6 +79,16 @@ def test_runs_table(runs_dir, cli):
     code, out, _ = cli("runs", "--runs-dir", str(runs_dir))
     assert code == 0
     assert "finished" in out and "neuron-linear" in out and "damaged" in out
+    cli("train", "digits-cnn", "--set", "train.epochs=1", "--runs-dir", str(runs_dir))
+    code, out, _ = cli("runs", "--runs-dir", str(runs_dir))
+    header, *rows = out.splitlines()
+    assert header.split() == ["id", "status", "preset", "started", "steps", "final_loss",
+                              "best_val_loss", "test_acc"]  # fmt: skip
+    runs = [row.split()[0] for row in rows]
+    assert runs == sorted(runs, reverse=True)  # newest first, as the app
+    digits = next(row for row in rows if "digits-cnn" in row)
+    acc = tomllib.loads((runs_dir / digits.split()[0] / "run.toml").read_text())["summary"]
+    assert digits.split()[-1] == f"{acc['test_accuracy']:.4f}"
 
 
 def test_run_toml_contents(runs_dir):

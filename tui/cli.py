@@ -19,7 +19,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         return guarded(open_app, args)
     if args.command == "attach" and not args.plain and sys.stdout.isatty():
         return guarded(attach_app, args)
+    if args.command in ("train", "resume", "replay") and sys.stdout.isatty():
+        return guarded(run_with_progress_bar, args)
     return guarded(run_command, args)
+
+
+def run_with_progress_bar(args: argparse.Namespace) -> int:
+    """A headless run on a terminal: a progress bar (rich) instead of step lines."""
+    import engine.cli
+    from tui.progress import ProgressBar
+
+    previous = engine.cli.make_printer
+    engine.cli.make_printer = ProgressBar
+    try:
+        return run_command(args)
+    finally:
+        engine.cli.make_printer = previous
 
 
 def open_app(args: argparse.Namespace) -> int:
