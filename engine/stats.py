@@ -78,3 +78,16 @@ def param_stats(model: nn.Module, before: list[torch.Tensor] | None) -> tuple[Pa
             )
         )
     return tuple(out)
+
+
+def fit_snapshot(model: nn.Module, data) -> tuple[list[float], list[float], list[float]] | None:
+    """For 1-D regression data (`data.fit_1d`): x, y and the model's prediction, fetched in
+    one transfer; None for other data."""
+    if not getattr(data, "fit_1d", False):
+        return None
+    model.eval()
+    with torch.no_grad():
+        pred = model(data.x)
+    model.train()
+    xs, ys, ps = torch.stack([data.x.flatten(), data.y.flatten(), pred.flatten()]).tolist()
+    return xs, ys, ps

@@ -21,14 +21,14 @@ from engine.errors import TorchdeckError
 
 def main(job_path: str) -> int:
     import torch.distributed as dist
-    from torch.nn.parallel import DistributedDataParallel
 
     from engine.build import PreparedRun, build_parts, prepare_run
     from engine.console import ConsolePrinter
-    from engine.procs.distributed import NullRunDir, ShardedData, init_from_env, per_rank_batch
+    from engine.procs.distributed import NullRunDir, init_from_env, per_rank_batch
     from engine.procs.worker import watch_control_file
     from engine.resume import prepare_resume, resumed_trainer
     from engine.train.loop import Trainer
+    from engine.train.strategy import DDP
 
     job = json.loads(Path(job_path).read_text())
     resume = job.get("action") == "resume"
@@ -64,9 +64,7 @@ def main(job_path: str) -> int:
             config["train"]["device"] = device
             parts = build_parts(config)
             prep = PreparedRun(config, *parts, run=NullRunDir(reply["run_dir"], reply["run_id"]))
-        prep.data = ShardedData(prep.data, ctx)
-        device_ids = [ctx.local_rank] if ctx.backend == "nccl" else None
-        prep.train_model = DistributedDataParallel(prep.model, device_ids=device_ids)
+        DDP.prepare(prep, ctx)  # this rank's share of the data, the DDP-wrapped model
         sinks = []
         if ctx.is_main:
             prep.run.meta["run"].update(

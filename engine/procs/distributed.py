@@ -7,8 +7,9 @@ Conventions (written to run.toml):
 - The sampler shards positions of the (seed, epoch) order, so process r trains on
   order[j*B:(j+1)*B][r::N] at step j: the same global batch as a single process.
 - Only rank 0 writes the run directory and emits events; logged losses are the mean over
-  the processes. Collectives happen at fixed step counts (every `SYNC_STEPS` steps and at
-  epoch ends), never on a timer, so every process takes part in each one.
+  the processes. Collectives happen at fixed step counts (every `SYNC_STEPS` steps, in
+  engine/train/strategy.py, and at epoch ends), never on a timer, so every process takes
+  part in each one.
 - Commands (pause, resume, stop, set-lr) reach rank 0 and are broadcast at those points.
 - Dropout draws from each process's own RNG: a run with dropout matches a single process
   statistically, not numerically. Checkpoints hold rank 0's RNG state.
@@ -27,8 +28,6 @@ import torch.distributed as dist
 
 from engine.data import TensorData
 from engine.errors import ConfigError
-
-SYNC_STEPS = 20
 
 
 @dataclass
@@ -51,9 +50,6 @@ class DistContext:
         box = [obj]
         dist.broadcast_object_list(box, src=0)
         return box[0]
-
-    def barrier(self) -> None:
-        dist.barrier()
 
 
 def init_from_env(device_name: str) -> tuple[DistContext, str]:

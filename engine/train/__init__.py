@@ -1,1 +1,9 @@
-"""The training loop and its parts."""
+"""The training loop and its parts.
+
+loop.py          Trainer: the step loop on one screen, and its named side effects
+losses.py        LossBuffer: per-step losses kept on the device, one fetch per flush
+checkpointer.py  Checkpointer: last.pt/best.pt, payload, best rule, finite guard, restore
+strategy.py      OneProcess or DDP: what the loop calls, loss reduction, sync, commands
+writer.py        RunWriter: events.jsonl, and run.toml derived from the events
+evaluation.py    the test-split evaluation and the preset's report values
+"""
