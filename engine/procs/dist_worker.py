@@ -24,16 +24,18 @@ def main(job_path: str) -> int:
 
     from engine.build import PreparedRun, build_parts, prepare_run
     from engine.console import ConsolePrinter
+    from engine.jobs import ResumeJob, TrainJob, job_from_dict
     from engine.procs.distributed import NullRunDir, init_from_env, per_rank_batch
     from engine.procs.worker import watch_control_file
     from engine.resume import prepare_resume, resumed_trainer
     from engine.train.loop import Trainer
     from engine.train.strategy import DDP
 
-    job = json.loads(Path(job_path).read_text())
-    resume = job.get("action") == "resume"
-    config = job.get("config") or {}
-    ctx, device = init_from_env(job["device"] if resume else config["train"]["device"])
+    request = json.loads(Path(job_path).read_text())  # a job, and "print" from the launcher
+    job = job_from_dict(request)
+    resume = isinstance(job, ResumeJob)
+    config = job.config if isinstance(job, TrainJob) else {}
+    ctx, device = init_from_env((job.device or "auto") if resume else config["train"]["device"])
     error_file = Path(f"{job_path}.rank{ctx.rank}.error")
     try:
         reply: dict = {}
@@ -41,15 +43,15 @@ def main(job_path: str) -> int:
         if ctx.is_main:
             try:
                 if resume:
-                    overrides = [*job.get("overrides", []), f"train.device={device}"]
+                    overrides = [*job.overrides, f"train.device={device}"]
                     prep, ckpt, new_lr = prepare_resume(
-                        job["ref"], job.get("runs_dir"), overrides, job.get("source", "auto")
+                        job.ref, job.runs_dir, overrides, job.source
                     )
                     reply = {"ckpt": ckpt, "new_lr": new_lr}
                 else:
                     config["train"]["device"] = device
                     per_rank_batch(config["train"]["batch_size"], ctx.world)
-                    prep = prepare_run(config, job.get("runs_dir"))
+                    prep = prepare_run(config, job.runs_dir)
                 reply.update(run_dir=str(prep.run.path), run_id=prep.run.id, config=prep.config)
                 Path(f"{job_path}.run").write_text(reply["run_dir"])
             except TorchdeckError as err:
@@ -78,7 +80,7 @@ def main(job_path: str) -> int:
                 ),
             )
             prep.run.write_meta()
-            if job.get("print", True):
+            if request.get("print", True):
                 sinks.append(ConsolePrinter())
         if resume:
             trainer = resumed_trainer(prep, reply["ckpt"], reply["new_lr"], sinks, dist=ctx)
