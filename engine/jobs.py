@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -100,7 +100,6 @@ class Detached:
     run_id: str
     run_dir: Path
     pid: int
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def start_detached(job: Job) -> Detached:
