@@ -148,8 +148,9 @@ async def test_damaged_run_folders_are_listed_as_damaged(tmp_path, runs, reap):
         assert "3 damaged" in str(screen.query_one("#runs-title", Static).render())
         table = screen.query_one(DataTable)
         table.move_cursor(row=table.get_row_index(str(runs["bad-toml"])))
-        await pilot.pause()
-        assert "run.toml unreadable" in str(screen.query_one("#runs-info", Static).render())
+        # wait for the info line to follow the cursor (never a fixed pause)
+        await wait_for(pilot, lambda: "run.toml unreadable" in str(
+            screen.query_one("#runs-info", Static).render()), what="the damaged run's info")
         await pilot.press("enter")  # cannot open: a message, no crash
         await pilot.pause()
         assert "cannot open" in app.main_screen.message and "damaged" in app.main_screen.message

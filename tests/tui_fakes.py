@@ -12,6 +12,15 @@ from typing import Any
 from engine import events as ev
 from engine.presets import PresetInfo
 from engine.schema import validate
+from engine.system import SystemSample
+
+# fixed machine figures: pictures never depend on the machine the tests run on
+FAKE_SYSTEM = SystemSample(cpu_percent=97.0, rss_bytes=int(1.5 * 2**30), ram_used=6 * 2**30,
+                           ram_total=16 * 2**30)
+FAKE_GPU = SystemSample(cpu_percent=101.0, rss_bytes=int(2.5 * 2**30), ram_used=6 * 2**30,
+                        ram_total=16 * 2**30, gpu_name="NVIDIA H100 80GB HBM3",
+                        gpu_util_percent=87.0, gpu_mem_used=31 * 2**30,
+                        gpu_mem_total=80 * 2**30, gpu_temp_c=61.0)
 
 FAKE_PRESETS = {
     "line": {
@@ -110,6 +119,7 @@ class FakeHandle:
         self.lr = 0.01
         self.finished = False
         self.closed = False
+        self.pid: int | None = 4242  # a worker's pid, as engine.handle.FollowHandle has
 
     @property
     def alive(self) -> bool:
@@ -160,6 +170,7 @@ class FakeEngine:
         self.started: list[dict[str, Any]] = []
         self.jobs: list[dict[str, Any]] = []
         self.run_rows: list[Any] = []
+        self.system_calls: list[tuple[Any, str]] = []
 
     def presets(self, extra_dirs: Any) -> list[PresetInfo]:
         return fake_presets()
@@ -205,6 +216,17 @@ class FakeEngine:
 
     def curve(self, run_dir: Any) -> list[tuple[int, float]]:
         return [(s, 1.0 / s) for s in range(1, 101)]
+
+    def system(self, pid: Any, device: str) -> SystemSample:
+        self.system_calls.append((pid, device))
+        return FAKE_GPU if str(device).startswith("cuda") else FAKE_SYSTEM
+
+    def run_status(self, run_dir: Any) -> Any:
+        """The row of `run_dir` in run_rows (tests change it to show a run ending)."""
+        for row in self.run_rows:
+            if row.path == str(run_dir):
+                return row
+        raise FileNotFoundError(run_dir)
 
 
 def kill_workers(runs_dir: Path, pids: Any = ()) -> list[int]:

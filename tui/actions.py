@@ -27,27 +27,45 @@ class Action:
 
 
 MAIN_ACTIONS = (
-    Action("start", "s", "start", "Start", "Start run",
+    # ctrl+s and enter (in a field) start too: a form field takes the plain letters
+    Action("start", "s,ctrl+s", "start", "Start", "Start run",
            "Train the selected preset with the form's values"),
     Action("pause", "p", "pause", "Pause", "Pause run", "Pause training (checkpoint written)"),
     Action("resume", "r", "resume", "Resume", "Resume run", "Continue a paused run"),
     Action("stop", "x", "stop", "Stop", "Stop run", "Stop gracefully: checkpoint, status stopped"),
     Action("set-lr", "l", "set_lr", "Set lr", "Change learning rate",
            "Set the lr of the running run (recorded in run.toml)"),
-    # shown in the loss plot's title and the command palette rather than the footer, which
+    Action("leave-field", "escape", "leave_field", "Leave field", "",
+           "Leave the form field (or restore a maximised plot)"),
+    Action("help", "question_mark", "help", "Help", "Help: keys",
+           "Every key of the app, on one screen"),
+    # shown in the plot's title and the command palette rather than the footer, which
     # has to fit 80 columns
     Action("save-preset", "w", "save_preset", "Save preset", "Save as preset",
            "Save the edited hyperparameters as a new preset", show=False),
+    Action("plot-view", "c", "cycle_view", "Plot view", "Cycle plot view",
+           "Plot: loss, accuracy, learning rate, gradient norm", show=False),
     Action("toggle-log", "g", "toggle_log", "Log scale", "Toggle log scale",
-           "Loss plot: log / linear y axis", show=False),
+           "Plot: log / linear y axis", show=False),
     Action("toggle-window", "v", "toggle_window", "Window", "Toggle recent window",
            "Loss plot: recent steps / whole run", show=False),
     Action("smoothing", "m", "cycle_smoothing", "Smoothing", "Cycle smoothing",
            "Loss plot: smoothing 0, 0.6, 0.9, 0.99", show=False),
     Action("toggle-fit", "f", "toggle_fit", "Fit view", "Toggle fit view",
            "Narrow terminals: show the fit/metrics view", show=False),
+    Action("zoom", "z", "zoom", "Zoom", "Maximise plot",
+           "Maximise the focused plot (the run plot if none has focus); z or esc restores",
+           show=False),
     Action("runs", "R", "runs", "Runs", "Runs",
            "Browse runs: compare curves and configs, open, resume, replay"),
+)
+
+# keys inside a form field (where letters are typed, not commands), for the help screen
+FIELD_KEYS = (
+    ("enter", "Start the run (when the form is valid)"),
+    ("ctrl+s", "Start the run"),
+    ("escape", "Leave the field: the letter keys are commands again"),
+    ("tab, shift+tab", "Next / previous field"),
 )
 
 # the palette has Textual's own "Quit" already

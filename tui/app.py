@@ -26,18 +26,19 @@ from tui.screens.main import MainScreen
 
 def binding_ids() -> set[str]:
     """Every binding id a keymap may name: the app's, and those of its screens and widgets."""
+    from tui.help import HelpScreen
     from tui.modals import LrDialog
     from tui.panes.inspector import ParamTable
     from tui.screens.runs import RunsScreen
 
-    classes = (TorchdeckApp, MainScreen, RunsScreen, ParamTable, LrDialog)
+    classes = (TorchdeckApp, MainScreen, RunsScreen, ParamTable, LrDialog, HelpScreen)
     return {b.id for cls in classes for b in cls.BINDINGS if getattr(b, "id", None)}
 
 
 class TorchdeckApp(App):
     CSS_PATH = "app.tcss"
     TITLE = "torchdeck"
-    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (100, "-wide")]
+    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (100, "-wide"), (160, "-huge")]
     BINDINGS = bindings(APP_ACTIONS)
 
     def __init__(
@@ -102,9 +103,22 @@ class TorchdeckApp(App):
         self.push_screen(QuitDialog(), chosen)
 
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
-        yield from super().get_system_commands(screen)
+        # Textual's keys panel squeezes the panes (the help screen, ?, lists every key), and
+        # its Maximize takes whatever has focus (the main screen's maximises a plot)
+        replaced = ("Keys", "Maximize") if isinstance(screen, MainScreen) else ("Keys",)
+        for command in super().get_system_commands(screen):
+            if command.title not in replaced:
+                yield command
         if isinstance(screen, MainScreen):
             yield from system_commands(screen, MAIN_ACTIONS)
+        else:
+            yield SystemCommand("Help: keys", "Every key of the app, on one screen",
+                                self.show_help)
+
+    def show_help(self) -> None:
+        from tui.help import HelpScreen
+
+        self.push_screen(HelpScreen())
 
 
 def make_app(

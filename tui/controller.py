@@ -16,6 +16,9 @@ Messages, posted to the screen in this order for a run:
     RunUpdated         events arrived (data only) and/or it is time to redraw
     RunEnded           the run ended (finished, stopped, diverged, failed, or process gone)
     RunFailedToStart   starting, spawning or opening it failed (one line to show)
+
+and, every SYSTEM_POLL_S, whether a run is followed or not:
+    SystemSampled      the machine's figures (engine.system, sampled in a thread)
 """
 
 from __future__ import annotations
@@ -39,7 +42,7 @@ TICK_S = 0.2
 # process, so this is only what the app takes from the machine's cores (a CNN's intra-op
 # threads use all of a small machine's), not from the training loop
 REDRAW_BUDGET = 0.05
-MEMORY_POLL_S = 2.0
+SYSTEM_POLL_S = 2.0
 
 
 class RunCleared(Message):
@@ -86,6 +89,15 @@ class RunFailedToStart(Message):
         self.text = text
 
 
+class SystemSampled(Message):
+    """CPU, RAM and GPU figures (an engine.system.SystemSample) of the followed run's process,
+    or of the machine when none is followed."""
+
+    def __init__(self, sample: Any) -> None:
+        super().__init__()
+        self.sample = sample
+
+
 class RunController:
     """Follows runs for `screen`: its timers drain the handle, its workers start runs, and the
     messages above go to it."""
@@ -101,6 +113,8 @@ class RunController:
         self.pacer = RedrawPacer(min_interval=tick_s, budget=REDRAW_BUDGET)
         self.quit_when_ended = False  # the user chose "stop and quit"
         self._resuming = False  # following a resume job whose new start is not in yet
+        self.system_poll_s = SYSTEM_POLL_S
+        self._pid: int | None = None  # the followed run's worker, once known
 
     @property
     def run_state(self) -> RunState:
@@ -120,7 +134,8 @@ class RunController:
     def begin(self) -> None:
         """Start the timers (once the screen is mounted)."""
         self.screen.set_interval(self.tick_s, self.tick)
-        self.screen.set_interval(MEMORY_POLL_S, self._poll_device_memory)
+        self.screen.set_interval(self.system_poll_s, self.poll_system)
+        self.poll_system()
 
     # --- new runs -------------------------------------------------------------------------
     def start(self, config: dict[str, Any]) -> None:
@@ -149,6 +164,7 @@ class RunController:
         self.pacer.reset()
         self.follower.reset("starting")
         self._resuming = False
+        self._pid = None
         self.screen.post_message(RunCleared(task, note, detached))
 
     def _open(self, make: Callable[[], Awaitable[Any]], how: str, what: str) -> None:
@@ -223,14 +239,38 @@ class RunController:
         if ended is not None:
             self.screen.post_message(RunEnded(ended, self.quit_when_ended))
 
-    def _poll_device_memory(self) -> None:
-        run = self.run_state
-        if run.active and run.device.startswith("cuda"):
-            self.screen.run_worker(self._read_memory, thread=True, exit_on_error=False,
-                                   group="memory", exclusive=True)
+    def poll_system(self) -> None:
+        """Sample the machine in a thread (psutil, NVML and run.toml reads stay off the event
+        loop); at most one sampling at a time."""
+        self.screen.run_worker(self._sample_system, thread=True, exit_on_error=False,
+                               group="system", exclusive=True)
 
-    def _read_memory(self) -> None:
-        self.run_state.device_memory = self.engine.device_memory(self.run_state.device)
+    def _sample_system(self) -> None:
+        run = self.run_state
+        pid = None
+        if run.active or self.handle is not None:
+            pid = getattr(self.handle, "pid", None) or self._pid or self._recorded_pid()
+        sample = self.engine.system(pid if run.active else None, run.device or "cpu")
+        used, total = getattr(sample, "gpu_mem_used", None), getattr(sample, "gpu_mem_total",
+                                                                       None)
+        if used is not None and total:
+            run.device_memory = f"{used / 2**30:.1f}/{total / 2**30:.0f} GiB"
+        self.screen.post_message(SystemSampled(sample))
+
+    def _recorded_pid(self) -> int | None:
+        """The pid in the followed run's run.toml (a run attached to: the handle has none)."""
+        import tomllib
+
+        run_dir = self.run_dir
+        if not run_dir:
+            return None
+        try:
+            with open(Path(run_dir) / "run.toml", "rb") as fh:
+                pid = tomllib.load(fh).get("run", {}).get("pid")
+        except (OSError, ValueError):
+            return None
+        self._pid = pid if isinstance(pid, int) else None
+        return self._pid
 
     # --- commands to the run --------------------------------------------------------------
     def pause(self) -> None:

@@ -60,6 +60,8 @@ class Engine(Protocol):
     def follow(self, run_dir: str | Path) -> Any: ...
     def runs(self, runs_dir: str | Path | None) -> list[RunRow]: ...
     def curve(self, run_dir: str | Path) -> list[tuple[int, float]]: ...
+    def system(self, pid: int | None, device: str) -> Any: ...  # engine.system.SystemSample
+    def run_status(self, run_dir: str | Path) -> RunRow: ...
 
 
 def run_row(run: Any) -> RunRow:
@@ -159,3 +161,16 @@ class RealEngine:
         from engine.rundir import RunDir
 
         return [(step, loss) for step, _, loss, _ in step_rows(RunDir(Path(run_dir)))]
+
+    def system(self, pid: int | None, device: str) -> Any:
+        """CPU, RAM and GPU figures (engine.system: psutil and nvidia-ml-py, no torch); call
+        from a thread."""
+        from engine.system import sample
+
+        return sample(pid, device or "cpu")
+
+    def run_status(self, run_dir: str | Path) -> RunRow:
+        """One run's row again (the runs screen refreshes the alive ones); from a thread."""
+        from engine.rundir import RunDir
+
+        return run_row(RunDir(Path(run_dir)))

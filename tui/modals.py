@@ -33,7 +33,10 @@ class _Dialog(ModalScreen):
 
 
 class LrDialog(_Dialog):
-    """Asks for a new learning rate; dismisses with the float, or None."""
+    """Asks for a new learning rate; dismisses with the float, or None. The field has focus
+    from the first frame, so the first key typed after `l` lands in it."""
+
+    AUTO_FOCUS = "#lr-input"
 
     def __init__(self, current: float) -> None:
         super().__init__()
@@ -172,3 +175,38 @@ class ResumeDialog(_Dialog):
             self.query_one("#resume-error", Static).update(value)
         else:
             self.dismiss(value)
+
+
+class ConfirmDialog(_Dialog):
+    """A yes/no question; dismisses with True (the first button), or False (the other, or
+    escape). Enter takes the focused button: the safe one unless `default_yes`."""
+
+    def __init__(self, question: str, note: str = "", yes: str = "Yes", no: str = "Cancel",
+                 default_yes: bool = False, danger: bool = False) -> None:
+        super().__init__()
+        self.question = question
+        self.note = note
+        self.yes = yes
+        self.no = no
+        self.default_yes = default_yes
+        self.danger = danger
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="dialog", id="confirm-dialog"):
+            yield Label(self.question, id="confirm-question")
+            if self.note:
+                yield Static(self.note, classes="dialog-note", id="confirm-note")
+            with Horizontal(classes="dialog-buttons"):
+                yield Button(self.yes, id="confirm-yes", compact=True,
+                             variant="error" if self.danger else "primary")
+                yield Button(self.no, id="confirm-no", compact=True)
+
+    def on_mount(self) -> None:
+        self.query_one("#confirm-yes" if self.default_yes else "#confirm-no", Button).focus()
+
+    def action_cancel(self) -> None:
+        self.dismiss(False)
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        event.stop()
+        self.dismiss(event.button.id == "confirm-yes")

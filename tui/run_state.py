@@ -8,6 +8,7 @@ heavy modules; event classes are matched by their `type` name.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -45,6 +46,32 @@ class RunState:
     warning: str = ""
     summary: dict[str, Any] = field(default_factory=dict)
     device_memory: str = ""  # filled in by a worker on CUDA
+    # the headline numbers: from the epochs so far, then the run's summary
+    val_loss: float | None = None
+    best_val_loss: float | None = None
+    accuracy: float | None = None
+    best_accuracy: float | None = None
+    config: dict[str, Any] = field(default_factory=dict)  # the run's own (RunStarted)
+
+    def take_epoch(self, event: Any) -> None:
+        if event.val_loss is not None and math.isfinite(event.val_loss):
+            self.val_loss = event.val_loss
+            best = self.best_val_loss
+            self.best_val_loss = event.val_loss if best is None else min(best, event.val_loss)
+        acc = event.metrics.get("accuracy") if event.metrics else None
+        if isinstance(acc, (int, float)) and math.isfinite(acc):
+            self.accuracy = float(acc)
+            best = self.best_accuracy
+            self.best_accuracy = float(acc) if best is None else max(best, float(acc))
+
+    def take_summary(self, summary: dict[str, Any]) -> None:
+        acc = summary.get("test_accuracy")
+        if isinstance(acc, (int, float)):
+            self.accuracy = float(acc)
+            self.best_accuracy = max(self.best_accuracy or 0.0, float(acc))
+        best = summary.get("best_val_loss")
+        if isinstance(best, (int, float)):
+            self.best_val_loss = float(best)
 
     @property
     def active(self) -> bool:
@@ -62,6 +89,8 @@ class Update:
     """What changed during one tick."""
 
     losses: list[tuple[int, tuple[float, ...]]] = field(default_factory=list)
+    lrs: list[tuple[int, float]] = field(default_factory=list)  # (last step, lr) per chunk
+    all_params: list[Any] = field(default_factory=list)  # every ParamStats, in order
     epochs: list[Any] = field(default_factory=list)  # EpochEnd events
     params: Any = None  # the newest ParamStats
     fit: Any = None  # the newest FitSnapshot
@@ -131,6 +160,7 @@ class Follower:
             kind = event.type
             if kind == "steps":
                 up.losses.append((event.first_step, event.losses))
+                up.lrs.append((event.last_step, event.lr))
                 run.step = event.last_step
                 run.epoch = max(run.epoch, event.epoch)
                 run.lr = event.lr
@@ -140,8 +170,10 @@ class Follower:
             elif kind == "epoch":
                 up.epochs.append(event)
                 run.step = max(run.step, event.step)
+                run.take_epoch(event)
             elif kind == "params":
                 up.params = event
+                up.all_params.append(event)
                 self.last_params = event
                 self.dead.observe(event)
             elif kind == "fit":
@@ -171,6 +203,7 @@ class Follower:
                 run.state = event.status
                 run.step = event.step
                 run.summary = dict(event.summary)
+                run.take_summary(run.summary)
                 run.reason = str(event.summary.get("reason", "")) if event.status == \
                     "diverged" else ""
                 self.dead.ended = True
@@ -190,7 +223,9 @@ class Follower:
         up.truncate_at = step if up.truncate_at is None else min(up.truncate_at, step)
         up.losses = [(first, losses[: step - first + 1]) for first, losses in up.losses
                      if first <= step]
+        up.lrs = [(last, lr) for last, lr in up.lrs if last <= step]
         up.epochs = [e for e in up.epochs if e.step <= step]
+        up.all_params = [p for p in up.all_params if p.step <= step]
 
     def _started(self, event: Any) -> None:
         run = self.run
@@ -212,4 +247,5 @@ class Follower:
         run.step = event.start_step
         run.epoch = event.start_epoch
         run.lr = event.lr
+        run.config = dict(event.config or {})
         run.last_checkpoint_t = None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from rich.text import Text
 from textual.widgets import Static
 
@@ -38,45 +40,104 @@ def rate(value: float) -> str:
     return f"{value:.3g}" if value < 10 else f"{value:.0f}"
 
 
-def status_text(run: RunState, now: float, message: str = "") -> Text:
-    """One line (it may wrap on narrow terminals); `now` is the app's clock."""
-    text = Text(no_wrap=False)
-    text.append(f" {run.state.upper()} ", style=f"reverse {STATE_STYLES.get(run.state, '')}")
-    parts: list[str] = []
+def metric(value: float | None) -> str:
+    if value is None:
+        return "–"
+    if value != 0 and (abs(value) < 1e-3 or abs(value) >= 1e5):
+        mantissa, _, exponent = f"{value:.2e}".partition("e")
+        return f"{mantissa}e{int(exponent)}"
+    return f"{value:.4g}"
+
+
+def headline(run: RunState, short: bool = False) -> list[str]:
+    """The numbers a user looks for: val loss and accuracy, last and (unless `short`) best."""
+    out = []
+    if run.val_loss is not None or run.best_val_loss is not None:
+        best = run.best_val_loss
+        text = f"val {metric(run.val_loss if run.val_loss is not None else best)}"
+        if not short and best is not None and run.val_loss is not None and best != run.val_loss:
+            text += f" (best {metric(best)})"
+        out.append(text)
+    if run.accuracy is not None:
+        best = run.best_accuracy
+        text = f"acc {run.accuracy:.2%}"
+        if not short and best is not None and best != run.accuracy:
+            text += f" (best {best:.2%})"
+        out.append(text)
+    return out
+
+
+def status_text(run: RunState, now: float, message: str = "", width: int = 0) -> Text:
+    """One line; with `width`, the least important parts are left out until it fits (the
+    state, progress and headline numbers stay, their best values go first). `now` is the
+    app's clock."""
+    # [priority: lower is kept longer, text, style, shorter text]
+    parts: list[list[Any]] = []
     if run.preset:
-        parts.append(run.preset)
+        parts.append([5, run.preset, "bold", ""])
     if run.total_steps:
         if run.total_epochs:
-            parts.append(f"epoch {min(run.epoch, run.total_epochs)}/{run.total_epochs}")
+            parts.append([3, f"ep {min(run.epoch, run.total_epochs)}/{run.total_epochs}", "",
+                          ""])
         pct = 100 * run.step / run.total_steps
-        parts.append(f"step {run.step:,}/{run.total_steps:,} ({pct:.0f}%)")
-    if run.steps_per_s:
-        parts.append(f"{rate(run.steps_per_s)} steps/s {rate(run.samples_per_s)} samples/s")
+        parts.append([1, f"step {run.step:,}/{run.total_steps:,} {pct:.0f}%", "", ""])
+    for text, short in zip(headline(run), headline(run, short=True), strict=True):
+        parts.append([2, text, "bold", short if short != text else ""])
+    if run.steps_per_s and run.active:
+        parts.append([4, f"{rate(run.steps_per_s)} it/s", "", ""])
+        parts.append([9, f"{rate(run.samples_per_s)} samples/s", "", ""])
     if run.eta_s is not None:
-        parts.append(f"ETA {duration(run.eta_s)}")
-    if run.device:
-        parts.append(run.device + (f" {run.device_memory}" if run.device_memory else ""))
-    if run.last_checkpoint_t is not None and run.active:
-        parts.append(f"ckpt {duration(max(0.0, now - run.last_checkpoint_t))} ago")
+        parts.append([4, f"ETA {duration(run.eta_s)}", "", ""])
     if run.lr:
-        parts.append(f"lr {run.lr:.3g}")
-    text.append(" " + " │ ".join(parts))
+        parts.append([6, f"lr {run.lr:.3g}", "", ""])
+    if run.device:
+        parts.append([7, run.device, "", ""])
+        if run.device_memory:
+            parts.append([10, run.device_memory, "", ""])
+    if run.last_checkpoint_t is not None and run.active:
+        parts.append([8, f"ckpt {duration(max(0.0, now - run.last_checkpoint_t))} ago", "",
+                      ""])
     if run.state in ("failed", "diverged", "killed") and run.reason:
-        text.append(f" │ {run.reason}", style="red")
+        parts.append([0, run.reason, "red", ""])
     elif message:
-        text.append(f" │ {message}", style="yellow")
+        parts.append([0, message, "yellow", ""])
+    badge = f" {run.state.upper()} "
+
+    def length() -> int:
+        return len(badge) + sum(len(p[1]) + 3 for p in parts)
+
+    while width > 0 and length() > width and parts:
+        worst = max(range(len(parts)), key=lambda i: (parts[i][0], i))
+        shorter = [p for p in parts if p[3]]
+        if parts[worst][0] <= 2 and shorter:
+            shorter[-1][1], shorter[-1][3] = shorter[-1][3], ""
+        elif parts[worst][0] == 0:
+            break
+        else:
+            del parts[worst]
+    text = Text(no_wrap=True, overflow="ellipsis", end="")
+    text.append(badge, style=f"reverse {STATE_STYLES.get(run.state, '')}")
+    for i, (_, part, style, _) in enumerate(parts):
+        text.append(" │ " if i else "  ", style="dim" if i else "")
+        text.append(part, style=style)
     return text
 
 
 class StatusLine(Static):
-    """Fixed height (see app.tcss), so an update never needs a layout pass."""
+    """Fixed height (see app.tcss), so an update never needs a layout pass; always one line,
+    the least important parts left out on narrow terminals."""
 
     _shown: Text | None = None
+    _args: tuple | None = None
 
     def show_run(self, run: RunState, now: float, message: str = "") -> None:
-        text = status_text(run, now, message)
+        self._args = (run, now, message)
+        text = status_text(run, now, message, self.size.width)
         shown = self._shown
         if shown is None or text.plain != shown.plain or text.spans != shown.spans:
             self._shown = text
             self.update(text, layout=False)
 
+    def on_resize(self) -> None:
+        if self._args is not None:
+            self.show_run(*self._args)

@@ -14,7 +14,7 @@ from tui.series import DecimatedSeries
 MAX_FIT_POINTS = 400
 
 
-class FitView(Widget):
+class FitView(Widget, can_focus=True):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.run_task = ""
@@ -80,9 +80,10 @@ class FitView(Widget):
             xs = [p[0] for p in pts]
             data = Trace(xs, [p[1] for p in pts], "blue", lines=False)
             model = Trace(xs, [p[2] for p in pts], "green")
-            return render_plot([data, model], width, height)
+            return render_plot([data, model], width, height, x_kind="value")
         xs, ys = self.per_epoch.points(max(2 * width, 16))
         if xs:
             y_range = (0.0, 1.0) if self.metric_name == "test accuracy" else None
-            return render_plot([Trace(xs, ys, "green")], width, height, y_range=y_range)
+            return render_plot([Trace(xs, ys, "green")], width, height, y_range=y_range,
+                               x_kind="epoch")
         return Text("the fit (1-D regression) or accuracy per epoch shows here", style="dim")

@@ -1,37 +1,43 @@
-"""The parameter inspector: one row per parameter tensor, live; the highlighted row's histogram
-and (for tensors of at most 16 elements) its values. Dead parameters in red: those whose
-gradient stayed zero over several snapshots (tui/run_state.py's DeadTracker), not one
-unlucky batch."""
+"""The parameter inspector: one row per parameter tensor, live; the highlighted row's histogram,
+sparklines of its gradient norm and update/weight ratio over the run (a bounded history per
+parameter), and (for tensors of at most 16 elements) its values. Dead parameters in red:
+those whose gradient stayed zero over several snapshots (tui/run_state.py's DeadTracker),
+not one unlucky batch.
+
+The table keeps the name column in place and scrolls the others sideways (left/right) when
+they do not fit; the columns a user looks at first (gradient, update ratio, dead) come first."""
 
 from __future__ import annotations
 
+from collections import deque
 from typing import Any
 
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Container, Horizontal, VerticalScroll
+from textual.containers import Container, Horizontal, Vertical, VerticalScroll
 from textual.events import Click
 from textual.message import Message
 from textual.reactive import reactive
 from textual.widget import Widget
-from textual.widgets import Static
+from textual.widgets import Sparkline, Static
 
 from tui.run_state import zero_gradient
 
 COLUMNS = (
     ("name", "name"),
-    ("shape", "shape"),
+    ("grad", "grad‖"),
+    ("ratio", "upd/w"),
+    ("dead", "dead"),
+    ("zeros", "zero"),
     ("mean", "mean"),
     ("std", "std"),
     ("min", "min"),
     ("max", "max"),
-    ("grad", "grad‖"),
-    ("ratio", "upd/w"),
-    ("zeros", "zero"),
-    ("dead", "dead"),
+    ("shape", "shape"),
 )
 BARS = " ▁▂▃▄▅▆▇█"
+HISTORY = 120  # snapshots of gradient norm and update ratio kept per parameter
 
 
 def num(value: float | None) -> str:
@@ -51,9 +57,9 @@ def pct(value: float | None) -> str:
 
 def row_cells(stat: Any) -> list[str]:
     shape = "×".join(str(d) for d in stat.shape) or "scalar"
-    return [stat.name, shape, num(stat.mean), num(stat.std), num(stat.min), num(stat.max),
-            num(stat.grad_norm), num(stat.update_ratio), pct(stat.zero_frac),
-            pct(stat.dead_frac)]
+    return [stat.name, num(stat.grad_norm), num(stat.update_ratio), pct(stat.dead_frac),
+            pct(stat.zero_frac), num(stat.mean), num(stat.std), num(stat.min), num(stat.max),
+            shape]
 
 
 def histogram(counts: tuple[int, ...], edges: tuple[float, float], rows: int = 4,
@@ -105,6 +111,8 @@ class ParamTable(Widget, can_focus=True):
         Binding("down", "move(1)", "Down", show=False, id="param-down"),
         Binding("home", "move(-1000000)", "First", show=False, id="param-first"),
         Binding("end", "move(1000000)", "Last", show=False, id="param-last"),
+        Binding("left", "scroll_columns(-1)", "Columns left", show=False, id="param-left"),
+        Binding("right", "scroll_columns(1)", "Columns right", show=False, id="param-right"),
     ]
     cursor = reactive(0)
 
@@ -119,6 +127,8 @@ class ParamTable(Widget, can_focus=True):
         self.dead: list[bool] = []
         self.widths = [len(label) for _, label in COLUMNS]
         self.first_row = 0  # first row shown
+        self.first_column = 1  # first column shown after the name (scrolled sideways)
+        self.hidden_right = 0  # columns that do not fit, right of those shown
 
     @property
     def row_count(self) -> int:
@@ -135,7 +145,11 @@ class ParamTable(Widget, can_focus=True):
     def clear(self) -> None:
         self.rows, self.dead = [], []
         self.widths = [len(label) for _, label in COLUMNS]
-        self.cursor, self.first_row = 0, 0
+        self.cursor, self.first_row, self.first_column = 0, 0, 1
+        self.refresh()
+
+    def action_scroll_columns(self, delta: int) -> None:
+        self.first_column = min(max(1, self.first_column + delta), len(COLUMNS) - 1)
         self.refresh()
 
     def action_move(self, delta: int) -> None:
@@ -151,14 +165,35 @@ class ParamTable(Widget, can_focus=True):
         self.post_message(self.Highlighted(row))
         self.refresh()
 
-    def _line(self, cells: list[str]) -> str:
-        parts = [c.ljust(w) if i < 2 else c.rjust(w)
-                 for i, (c, w) in enumerate(zip(cells, self.widths, strict=True))]
+    def _columns(self) -> list[int]:
+        """The columns shown: the name, then as many as fit from `first_column` on."""
+        width = self.content_region.width or 10_000
+        used = 1 + self.widths[0]
+        shown = [0]
+        for i in range(self.first_column, len(COLUMNS)):
+            arrow = 2 if i < len(COLUMNS) - 1 else 0  # room for ▶ when more follow
+            if used + 2 + self.widths[i] + arrow > width and len(shown) > 1:
+                break
+            used += 2 + self.widths[i]
+            shown.append(i)
+        self.hidden_right = len(COLUMNS) - 1 - shown[-1] if len(shown) > 1 else 0
+        return shown
+
+    def _line(self, cells: list[str], columns: list[int]) -> str:
+        parts = [cells[i].ljust(self.widths[i]) if i in (0, len(COLUMNS) - 1)
+                 else cells[i].rjust(self.widths[i]) for i in columns]
         return " " + "  ".join(parts) + " "
 
     def render(self) -> Text:
         text = Text(no_wrap=True, overflow="crop", end="")
-        text.append(self._line([label for _, label in COLUMNS]), style="bold")
+        columns = self._columns()
+        head = [label for _, label in COLUMNS]
+        if self.first_column > 1:
+            head[0] = ("◀ " + head[0]) if self.widths[0] >= 6 else "◀"
+        line = self._line(head, columns)
+        if self.hidden_right:
+            line = line.rstrip() + " ▶"
+        text.append(line, style="bold")
         visible = max(1, self.content_region.height - 1)
         if self.cursor < self.first_row:
             self.first_row = self.cursor
@@ -169,7 +204,7 @@ class ParamTable(Widget, can_focus=True):
             if i == self.cursor:
                 style += " reverse" if self.has_focus else " underline"
             text.append("\n")
-            text.append(self._line(self.rows[i]), style=style.strip())
+            text.append(self._line(self.rows[i], columns), style=style.strip())
         return text
 
     def on_focus(self) -> None:
@@ -180,7 +215,10 @@ class ParamTable(Widget, can_focus=True):
 
 
 class Inspector(Container):
-    """The table, and below it (beside it on narrow screens) the highlighted row's detail."""
+    """The table, and below it the highlighted row's detail (hidden on narrow terminals unless
+    the inspector is maximised: the table needs the width)."""
+
+    ALLOW_MAXIMIZE = True
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -190,16 +228,42 @@ class Inspector(Container):
         self.streaks: dict[str, int] = {}
         self.step = 0
         self._info_lines = 0
+        # name -> (gradient norms, update ratios), the last HISTORY snapshots
+        self.history: dict[str, tuple[deque[float], deque[float]]] = {}
+        self._last_recorded = -1
 
     def compose(self) -> ComposeResult:
         yield ParamTable(id="param-table")
         with Horizontal(id="param-detail-box"):
             yield Static("", id="param-hist")
-            with VerticalScroll(id="param-info-box"):
-                yield Static("select a parameter to see its histogram", id="param-info")
+            with Vertical(id="param-side"):
+                with Horizontal(classes="spark-row"):
+                    yield Static("grad‖", classes="spark-label")
+                    yield Sparkline([], id="spark-grad", summary_function=max)
+                with Horizontal(classes="spark-row"):
+                    yield Static("upd/w", classes="spark-label")
+                    yield Sparkline([], id="spark-ratio", summary_function=max)
+                with VerticalScroll(id="param-info-box"):
+                    yield Static("select a parameter to see its histogram", id="param-info")
+
+    def record(self, event: Any) -> None:
+        """Add a ParamStats snapshot to the per-parameter history (every snapshot, also those
+        not drawn)."""
+        if event.step <= self._last_recorded:  # a resumed run re-logs: start over
+            self.history.clear()
+        self._last_recorded = event.step
+        for stat in event.params:
+            grads, ratios = self.history.setdefault(stat.name, (deque(maxlen=HISTORY),
+                                                                deque(maxlen=HISTORY)))
+            grads.append(float(stat.grad_norm or 0.0))
+            ratios.append(float(stat.update_ratio or 0.0))
 
     def clear(self) -> None:
         self.stats = {}
+        self.history.clear()
+        self._last_recorded = -1
+        self.query_one("#spark-grad", Sparkline).data = []
+        self.query_one("#spark-ratio", Sparkline).data = []
         self.query_one(ParamTable).clear()
         self.query_one("#param-hist", Static).update("")
         self.query_one("#param-info", Static).update("")
@@ -233,6 +297,9 @@ class Inspector(Container):
         bin_width = 2 if hist.size.width >= 40 else 1
         hist.update(histogram(stat.hist_counts, stat.hist_edges, rows=3, bin_width=bin_width),
                     layout=False)
+        grads, ratios = self.history.get(stat.name, ((), ()))
+        self.query_one("#spark-grad", Sparkline).data = list(grads)
+        self.query_one("#spark-ratio", Sparkline).data = list(ratios)
         text = info(stat, stat.name in self.dead, self.streaks.get(stat.name, 0))
         width = self.query_one("#param-info-box").size.width
         lines = len(text.wrap(self.app.console, max(10, width)))

@@ -1,4 +1,11 @@
-"""The loss plot: training loss per step (raw and smoothed) and validation loss per epoch.
+"""The run plot: one of four views, switched with a key (c):
+
+    loss       training loss per step (raw and smoothed) and validation loss per epoch
+    accuracy   test accuracy per epoch (classification)
+    lr         the learning rate per step
+    grad norm  the total gradient norm per parameter snapshot
+
+each with a marker where the learning rate was changed during the run.
 
 `LossModel` holds the bounded series and the view toggles and draws a Text of any size;
 `LossPlot` is the widget that shows it and redraws only when the data, toggles or size
@@ -17,6 +24,8 @@ from tui.plotting import Trace, render_plot
 from tui.series import DecimatedSeries, RecentWindow, smooth
 
 SMOOTHING = (0.0, 0.6, 0.9, 0.99)
+VIEWS = ("loss", "accuracy", "lr", "grad norm")
+MAX_MARKS = 64  # lr changes marked (the newest)
 
 
 class LossModel:
@@ -24,6 +33,11 @@ class LossModel:
         self.train = DecimatedSeries(capacity)
         self.recent = RecentWindow(window)
         self.val = DecimatedSeries(512)
+        self.acc = DecimatedSeries(512)
+        self.lr = DecimatedSeries(512)
+        self.grad = DecimatedSeries(512)
+        self.lr_marks: list[int] = []  # steps where the lr was changed
+        self.view = "loss"
         self.window = window
         self.log_y = False
         self.recent_only = False
@@ -34,6 +48,10 @@ class LossModel:
         self.train.clear()
         self.recent.clear()
         self.val.clear()
+        self.acc.clear()
+        self.lr.clear()
+        self.grad.clear()
+        self.lr_marks.clear()
         self.version += 1
 
     def add_losses(self, first_step: int, losses: tuple[float, ...]) -> None:
@@ -46,11 +64,37 @@ class LossModel:
         self.train.truncate(step)
         self.recent.truncate(step)
         self.val.truncate(step)
+        self.acc.truncate(step)
+        self.lr.truncate(step)
+        self.grad.truncate(step)
+        self.lr_marks = [m for m in self.lr_marks if m <= step]
         self.version += 1
 
     def add_val(self, step: int, val_loss: float) -> None:
         self.val.append(step, val_loss)
         self.version += 1
+
+    def add_accuracy(self, step: int, accuracy: float) -> None:
+        self.acc.append(step, accuracy)
+        self.version += 1
+
+    def add_lr(self, step: int, lr: float) -> None:
+        self.lr.append(step, lr)
+        self.version += 1
+
+    def add_grad_norm(self, step: int, norm: float) -> None:
+        self.grad.append(step, norm)
+        self.version += 1
+
+    def mark_lr_change(self, step: int) -> None:
+        if not self.lr_marks or self.lr_marks[-1] != step:
+            self.lr_marks = [*self.lr_marks, step][-MAX_MARKS:]
+            self.version += 1
+
+    def cycle_view(self) -> str:
+        self.view = VIEWS[(VIEWS.index(self.view) + 1) % len(VIEWS)]
+        self.version += 1
+        return self.view
 
     def cycle_smoothing(self) -> float:
         i = SMOOTHING.index(self.smoothing) if self.smoothing in SMOOTHING else 0
@@ -59,13 +103,17 @@ class LossModel:
         return self.smoothing
 
     def describe(self) -> str:
-        """The view settings, each with the key that changes it."""
+        """The view and its settings, each with the key that changes it."""
+        scale = "log" if self.log_y else "lin"
+        if self.view != "loss":
+            return f"[c]{self.view.capitalize()} [g]{scale}"
         view = f"last {self.window}" if self.recent_only else "all"
-        scale = "log" if self.log_y else "linear"
-        return f"[v]{view} [g]{scale} [m]smooth {self.smoothing:g}"
+        return f"[c]Loss [v]{view} [g]{scale} [m]smooth {self.smoothing:g}"
 
     def render(self, width: int, height: int) -> Text:
         max_points = max(2 * width, 16)  # the hd marker has two sub-columns per cell
+        if self.view != "loss":
+            return self._render_other(width, height, max_points)
         source = self.recent if self.recent_only else self.train
         xs, ys = source.points(max_points)
         if not xs:
@@ -82,11 +130,26 @@ class LossModel:
             pairs = [(x, y) for x, y in zip(vx, vy, strict=True) if x >= first]
             if pairs:
                 traces.append(Trace([p[0] for p in pairs], [p[1] for p in pairs], "yellow"))
-        return render_plot(traces, width, height, log_y=self.log_y)
+        return render_plot(traces, width, height, log_y=self.log_y, markers=self.lr_marks)
+
+    def _render_other(self, width: int, height: int, max_points: int) -> Text:
+        series, color, empty = {
+            "accuracy": (self.acc, "green", "no accuracy yet (classification runs, per epoch)"),
+            "lr": (self.lr, "cyan", "no learning rate yet"),
+            "grad norm": (self.grad, "magenta", "no gradient norms yet (parameter snapshots)"),
+        }[self.view]
+        xs, ys = series.points(max_points)
+        if not xs:
+            return Text(empty, style="dim")
+        y_range = (0.0, 1.0) if self.view == "accuracy" and not self.log_y else None
+        lines = self.view != "lr" or len(xs) > 1
+        return render_plot([Trace(xs, ys, color, lines=lines)], width, height, log_y=self.log_y,
+                           y_range=y_range, markers=self.lr_marks)
 
 
-class LossPlot(Widget):
-    """Shows a LossModel; call `changed()` after feeding it."""
+class LossPlot(Widget, can_focus=True):
+    """Shows a LossModel; call `changed()` after feeding it. Focusable, so that it can be
+    maximised (z)."""
 
     def __init__(self, model: LossModel | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -100,11 +163,18 @@ class LossPlot(Widget):
         self.refresh()
 
     def _set_titles(self) -> None:
-        title = f"Loss {escape(self.model.describe())}"
-        legend = "[$text-muted]━[/] raw  [$primary]━[/] smoothed" if self.model.smoothing else \
-            "[$primary]━[/] train"
-        if len(self.model.val):
-            legend += "  [$warning]━[/] val/test"
+        model = self.model
+        title = escape(model.describe())
+        if model.view == "loss":
+            legend = "[$text-muted]━[/] raw  [$primary]━[/] smoothed" if model.smoothing else \
+                "[$primary]━[/] train"
+            if len(model.val):
+                legend += "  [$warning]━[/] val"
+        else:
+            legend = ""
+        if model.lr_marks:
+            legend += "  [magenta]│[/] lr changed"
+        legend = legend.strip()
         if self.border_title != title:
             self.border_title = title
         if self.border_subtitle != legend:
@@ -112,7 +182,7 @@ class LossPlot(Widget):
 
     def render(self) -> Text:
         size = self.content_region.size
-        key = (self.model.version, self.model.log_y, self.model.recent_only,
+        key = (self.model.version, self.model.view, self.model.log_y, self.model.recent_only,
                self.model.smoothing, size.width, size.height)
         if self._cache is None or self._cache[0] != key:
             self._cache = (key, self.model.render(size.width, size.height))

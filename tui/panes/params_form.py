@@ -77,6 +77,8 @@ class ParamsForm(Vertical):
         self.overrides: dict[str, Any] = {}
         self.errors: list[str] = []
         self.devices: list[str] | None = None  # None until a worker has asked torch
+        self.preset_name = ""  # the preset shown (or whose run is shown)
+        self.source = "preset"  # "preset", or "run <id>": a run's own config is shown
 
     def compose(self) -> ComposeResult:
         opts = [(name, name) for name in OPTIMIZERS]
@@ -98,9 +100,17 @@ class ParamsForm(Vertical):
         yield Static(id="form-errors")
 
     # --- filling in -------------------------------------------------------------------------
-    def load(self, config: dict[str, Any] | None) -> None:
-        """Show a preset's values (None: a broken preset; the form is disabled)."""
+    def load(self, config: dict[str, Any] | None, name: str = "",
+             source: str = "preset") -> None:
+        """Show a preset's values (None: a broken preset; the form is disabled), or with
+        `source` "run <id>", the config a run was started with."""
         self.preset = copy.deepcopy(config) if config is not None else None
+        self.source = source
+        if config is not None:
+            self.preset_name = name or str(config.get("name", ""))
+        title = "Hyperparameters" if source == "preset" else f"Hyperparameters of {source}"
+        if self.border_title != title:
+            self.border_title = title
         self.disabled = config is None
         if config is None:
             self.config = None
@@ -162,6 +172,8 @@ class ParamsForm(Vertical):
         optim_name = str(self.query_one("#f-optim", Select).value)
         momentum = self.query_one("#f-momentum", Input)
         momentum.disabled = optim_name != "sgd"
+        # fields that do not apply to the chosen optimiser are not shown at all
+        self.query_one("#r-momentum").display = optim_name == "sgd"
         for key, label, wid in TEXT_FIELDS:
             widget = self.query_one(f"#{wid}", Input)
             if widget.disabled:

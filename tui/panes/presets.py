@@ -57,6 +57,8 @@ class PresetsPane(Vertical):
             # now rather than when the highlight message comes, so that the first layout
             # sizes the detail box for it
             self.query_one("#preset-detail", Static).update(_detail(self.current))
+        # once laid out: the selected preset in view, however short the list is
+        self.call_after_refresh(olist.scroll_to_highlight)
 
     @property
     def current(self) -> Any:

@@ -29,23 +29,29 @@ from tui.controller import (
     RunFailedToStart,
     RunOpened,
     RunUpdated,
+    SystemSampled,
 )
 from tui.engine_port import Engine
 from tui.errors import user_message
-from tui.modals import LrDialog, ResumeDialog, SavePresetDialog
+from tui.help import HelpScreen
+from tui.modals import ConfirmDialog, LrDialog, ResumeDialog, SavePresetDialog
 from tui.panes.fit_view import FitView
 from tui.panes.inspector import Inspector
 from tui.panes.loss_plot import LossPlot
 from tui.panes.params_form import ParamsForm
 from tui.panes.presets import PresetsPane
+from tui.panes.system import SystemStrip
 from tui.run_state import RunState, Update
 from tui.screens.runs import OpenRun, RunsScreen, StartJob
-from tui.status import StatusLine
+from tui.status import StatusLine, headline
+from tui.status import duration as _duration
 
 # the actions whose state the footer shows (enabled, disabled, hidden)
 STATEFUL_ACTIONS = ("start", "pause", "resume", "stop", "set_lr", "save_preset")
 # what failed, by worker group (the controller reports its start and attach failures itself)
-WORKER_ERRORS = {"devices": "cannot list devices", "memory": "cannot read device memory"}
+WORKER_ERRORS = {"devices": "cannot list devices", "system": "cannot sample the machine"}
+# stopping a run that has trained this long asks first
+STOP_CONFIRM_S = 60.0
 
 
 class MainScreen(Screen):
@@ -69,6 +75,9 @@ class MainScreen(Screen):
         self._bindings_signature: tuple = ()
         self._dirty: set[str] = set()  # plots with new data not drawn yet
         self._pending_params: Any = None  # the newest ParamStats not shown yet
+        self._load_run_config = False  # show the followed run's config in the form
+        self._reverting_preset = False
+        self._system_sample: Any = None
 
     @property
     def run_state(self) -> RunState:
@@ -81,6 +90,7 @@ class MainScreen(Screen):
                 yield PresetsPane(id="presets")
                 yield ParamsForm(id="form")
             with Vertical(id="right"):
+                yield SystemStrip(id="system")
                 with Horizontal(id="plots"):
                     yield LossPlot(id="loss-plot")
                     yield FitView(id="fit-view")
@@ -96,6 +106,8 @@ class MainScreen(Screen):
         self.inspector = self.query_one(Inspector)
         self.form = self.query_one(ParamsForm)
         self.presets_pane = self.query_one(PresetsPane)
+        self.system_strip = self.query_one(SystemStrip)
+        self.system_strip.show_sample(None)
         self.load_presets(select=None)
         # importing plotext (and asking for devices) competes for the GIL with the first
         # paint: start after it
@@ -170,7 +182,13 @@ class MainScreen(Screen):
     def on_run_opened(self, message: RunOpened) -> None:
         if message.how == "attach":
             self.message = ""  # "opening …": done
+        # a run opened or resumed: the form shows its own config, not the preset's
+        self._load_run_config = message.how != "start"
         self._update_bindings()
+
+    def on_system_sampled(self, message: SystemSampled) -> None:
+        self._system_sample = message.sample
+        self.system_strip.show_sample(message.sample, self.run_state.device)
 
     def on_run_updated(self, message: RunUpdated) -> None:
         if message.update is not None:
@@ -187,13 +205,33 @@ class MainScreen(Screen):
             self._dirty.add("loss-plot")
         if up.started is not None and up.started.start_step == 0:
             fit.clear(up.started.task)
+        if up.started is not None and self._load_run_config and up.started.config:
+            self._load_run_config = False
+            try:
+                self.form.load(up.started.config, source=f"run {up.started.run_id}")
+            except (KeyError, TypeError, ValueError) as err:  # an older run's partial config
+                self.say(f"cannot show the run's config in the form: {user_message(err)}")
+        model = plot.model
         for first, losses in up.losses:
-            plot.model.add_losses(first, losses)
+            model.add_losses(first, losses)
+        for last, lr in up.lrs:
+            model.add_lr(last, lr)
         for epoch in up.epochs:
             if epoch.val_loss is not None:
-                plot.model.add_val(epoch.step, epoch.val_loss)
+                model.add_val(epoch.step, epoch.val_loss)
+            acc = epoch.metrics.get("accuracy") if epoch.metrics else None
+            if isinstance(acc, (int, float)):
+                model.add_accuracy(epoch.step, float(acc))
             fit.add_epoch(epoch)
-        if up.losses or any(e.val_loss is not None for e in up.epochs):
+        for snapshot in up.all_params:
+            norms = [p.grad_norm for p in snapshot.params if p.grad_norm is not None]
+            if norms:
+                model.add_grad_norm(snapshot.step, sum(g * g for g in norms) ** 0.5)
+            self.inspector.record(snapshot)
+        for change in up.lr_changes:
+            if change.key == "optim.lr":
+                model.mark_lr_change(change.step)
+        if up.losses or up.epochs or up.all_params or up.lr_changes:
             self._dirty.add("loss-plot")
         if up.params is not None:
             self._pending_params = up.params
@@ -219,6 +257,7 @@ class MainScreen(Screen):
             dead = self.controller.follower.dead
             self.inspector.show_stats(self._pending_params, dead.dead_names(), dead.streak)
             self._pending_params = None
+        self.system_strip.show_sample(self._system_sample, self.run_state.device)
         self.show_status()
 
     def on_run_ended(self, message: RunEnded) -> None:
@@ -236,9 +275,11 @@ class MainScreen(Screen):
                 self.offer_resume_diverged(reason)
         else:
             loss = event.summary.get("final_loss")
-            tail = f", final loss {loss:.4g}" if isinstance(loss, float) else ""
-            self.message = f"run {event.status} at step {event.step:,}{tail}"
-            self.notify(self.message, timeout=6)
+            numbers = ([f"final loss {loss:.4g}"] if isinstance(loss, float) else []) + \
+                headline(self.run_state)
+            tail = (": " + ", ".join(numbers)) if numbers else ""
+            self.message = f"{event.status} at step {event.step:,}"
+            self.notify(f"run {event.status} at step {event.step:,}{tail}", timeout=8)
         self.show_status()
         if message.quitting:
             self.app.exit()
@@ -268,7 +309,35 @@ class MainScreen(Screen):
 
     # --- messages from the panes ----------------------------------------------------------
     def on_presets_pane_selected(self, message: PresetsPane.Selected) -> None:
-        self.form.load(message.info.config)
+        if self._reverting_preset:
+            self._reverting_preset = False
+            return
+        form = self.form
+        previous = form.preset_name
+        if form.overrides and previous and previous != message.info.name \
+                and form.source == "preset":
+            edits = ", ".join(f"{k.split('.')[-1]}={v}" for k, v in form.overrides.items())
+
+            def chosen(discard: bool | None) -> None:
+                if discard:
+                    form.load(message.info.config, name=message.info.name)
+                elif self.presets_pane.select(previous):
+                    self._reverting_preset = True
+
+            self.app.push_screen(ConfirmDialog(
+                f"Discard your edits to {previous}?", f"edited: {edits}",
+                yes="Discard edits", no="Keep editing"), chosen)
+            return
+        form.load(message.info.config, name=message.info.name)
+
+    def on_input_submitted(self, event: Any) -> None:
+        """Enter in a form field starts the run (when the form is valid)."""
+        if self.form in event.input.ancestors:
+            event.stop()
+            if self.check_action("start", ()):
+                self.action_start()
+            elif self.form.errors:
+                self.say("cannot start: " + "; ".join(self.form.errors))
 
     def on_params_form_changed(self, message: ParamsForm.Changed) -> None:
         self._form_valid = message.valid
@@ -294,7 +363,13 @@ class MainScreen(Screen):
             return live and state in ("running", "paused")
         if action == "save_preset":
             return True if self._form_valid else None
+        if action == "leave_field":
+            return self.maximized is not None or self._in_field()
         return True
+
+    def _in_field(self) -> bool:
+        focused = self.focused
+        return focused is not None and self.form in focused.ancestors
 
     def _update_bindings(self) -> None:
         """Refresh the footer only when what it shows changed: each refresh recomposes it,
@@ -324,15 +399,30 @@ class MainScreen(Screen):
             self.controller.resume()
             self.say("")
 
-    def action_stop(self) -> None:
-        if self.check_action("stop", ()):
-            self.controller.stop()
-            self._update_bindings()
-            self.say("stopping after this step…")
+    def action_stop(self, confirmed: bool = False) -> None:
+        if not self.check_action("stop", ()):
+            return
+        run = self.run_state
+        if not confirmed and run.elapsed_s >= STOP_CONFIRM_S:
+            def chosen(yes: bool | None) -> None:
+                if yes:
+                    self.action_stop(confirmed=True)
+
+            done = f"step {run.step:,} of {run.total_steps:,}" if run.total_steps else \
+                f"step {run.step:,}"
+            self.app.push_screen(ConfirmDialog(
+                f"Stop {run.run_id or 'the run'}?",
+                f"It has trained for {_duration(run.elapsed_s)} ({done}). It stops after "
+                "this step, with a checkpoint; it can be resumed later.",
+                yes="Stop the run", no="Keep training", danger=True), chosen)
+            return
+        self.controller.stop()
+        self._update_bindings()
+        self.say("stopping after this step…")
 
     def stop_then_quit(self) -> None:
         self.controller.quit_when_ended = True
-        self.action_stop()
+        self.action_stop(confirmed=True)
         self.say("stopping the run, then quitting…")
 
     def action_set_lr(self) -> None:
@@ -398,12 +488,62 @@ class MainScreen(Screen):
     def action_toggle_fit(self) -> None:
         self.toggle_class("-show-fit")
 
+    def action_cycle_view(self) -> None:
+        self.loss_plot.model.cycle_view()
+        self.loss_plot.changed()
+
+    def action_zoom(self) -> None:
+        """Maximise the focused plot or the inspector (the run plot when neither has focus);
+        again: restore."""
+        if self.maximized is not None:
+            self.minimize()
+            return
+        focused = self.focused
+        if focused is not None and self.inspector in focused.ancestors:
+            self.maximize(self.inspector, container=False)  # with its histogram and sparklines
+            return
+        plot = focused if isinstance(focused, (LossPlot, FitView)) else self.loss_plot
+        if not plot.display:
+            plot = self.fit_view if plot is self.loss_plot else self.loss_plot
+        plot.focus()
+        self.maximize(plot, container=False)
+
+    def action_leave_field(self) -> None:
+        if self.maximized is not None:
+            self.minimize()
+        elif self._in_field():
+            self.query_one("#preset-list").focus()
+
+    def action_help(self) -> None:
+        self.app.push_screen(HelpScreen())
+
     def action_runs(self) -> None:
         self.app.push_screen(RunsScreen(self.runs_dir), self._run_chosen)
 
     def _run_chosen(self, choice: OpenRun | StartJob | None) -> None:
-        """What the runs screen was left with: a run to open, or a job to start."""
+        """What the runs screen was left with: a run to open, or a job to start. With a run
+        in progress, first ask whether to detach from it (it goes on training)."""
+        if choice is None:
+            return
+        if self.controller.live and not (isinstance(choice, OpenRun)
+                                         and choice.path == self.controller.run_dir):
+            def chosen(yes: bool | None) -> None:
+                if yes:
+                    self._open_choice(choice)
+
+            what = "open another run" if isinstance(choice, OpenRun) else choice.note.rstrip("…")
+            self.app.push_screen(ConfirmDialog(
+                f"Detach from {self.run_state.run_id or 'the run in progress'}?",
+                f"To {what}, the app stops following it; it goes on training in its own "
+                "process (open it again from the runs screen).",
+                yes="Detach", no="Cancel"), chosen)
+            return
+        self._open_choice(choice)
+
+    def _open_choice(self, choice: OpenRun | StartJob) -> None:
         if isinstance(choice, OpenRun):
+            if choice.path == self.controller.run_dir and self.controller.live:
+                return  # already followed
             self.controller.attach(choice.path)
-        elif isinstance(choice, StartJob):
+        else:
             self.controller.start_job(choice.job, choice.note)

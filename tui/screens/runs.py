@@ -36,6 +36,12 @@ MAX_OVERLAY = len(RUN_COLORS)
 CURVE_POINTS = 1024  # per run, kept after reading its log: the plot's cost does not grow
 # what tells runs apart first: narrow terminals scroll the table sideways for the rest
 COLUMNS = ("", "id", "status", "steps", "final loss", "best", "time", "preset", "started")
+ALIVE_POLL_S = 2.0  # how often the rows of runs still training are read again
+LR_NOW = "optim.lr (now)"  # the diff's key for an lr changed while the run trained
+
+
+def plural(n: int, one: str, many: str | None = None) -> str:
+    return f"{n} {one if n == 1 else (many or one + 's')}"
 
 
 def decimate_curve(rows: list[tuple[int, float]], points: int = CURVE_POINTS
@@ -61,6 +67,15 @@ def flatten(config: Any, prefix: str = "") -> dict[str, Any]:
 
 
 MISSING = object()
+
+
+def run_config(row: RunRow) -> dict[str, Any]:
+    """A run's config as the diff compares it: with the lr it trains with now, when that was
+    changed during the run (recorded in run.toml), as its own key."""
+    flat = flatten(row.config)
+    if row.lr is not None and flat.get("optim.lr") != row.lr:
+        flat[LR_NOW] = row.lr
+    return flat
 
 
 def config_diff(configs: list[dict[str, Any]]) -> list[tuple[str, list[Any]]]:
@@ -165,6 +180,7 @@ class RunsScreen(Screen):
         self.selected: list[str] = []  # paths, in the order they were selected
         self.curves: dict[str, tuple[list[float], list[float]]] = {}  # path -> decimated
         self.loaded = False
+        self.alive_poll_s = ALIVE_POLL_S
 
     # --- layout ---------------------------------------------------------------------------
     def compose(self) -> ComposeResult:
@@ -182,16 +198,47 @@ class RunsScreen(Screen):
         yield Footer()
 
     def on_mount(self) -> None:
-        table = self.query_one(DataTable)
-        for label in COLUMNS:
-            table.add_column(label, key=label or "sel")
+        self._add_columns([])
         self.query_one("#runs-diff-box").border_title = "Config diff"
         where = str(self.runs_dir or "runs")
         self.query_one("#runs-title", Static).update(Text.assemble(("Runs ", "bold"),
                                                                    (f"in {where}", "dim")))
-        table.focus()
+        self.query_one(DataTable).focus()
         self._show_info("reading runs…")
         self.load()
+        if self.alive_poll_s > 0:
+            self.set_interval(self.alive_poll_s, self.refresh_alive)
+
+    # --- runs still training --------------------------------------------------------------
+    def refresh_alive(self) -> None:
+        """Read the rows of the runs still training again, in a thread: one that finished
+        while the screen is open shows it."""
+        paths = [r.path for r in self.rows if r.alive]
+        if paths:
+            self.run_worker(lambda: self._read_alive(paths), thread=True, exit_on_error=False,
+                            group="runs-alive", exclusive=True)
+
+    def _read_alive(self, paths: list[str]) -> None:
+        rows = []
+        for path in paths:
+            try:
+                rows.append(self.app.engine.run_status(path))
+            except Exception:  # gone meanwhile: the next reload says so
+                continue
+        self.app.call_from_thread(self._alive_read, rows)
+
+    def _alive_read(self, rows: list[RunRow]) -> None:
+        by_path = {r.path: r for r in rows}
+        changed = False
+        for i, old in enumerate(self.rows):
+            new = by_path.get(old.path)
+            if new is not None and new != old:
+                self.rows[i] = new
+                changed = True
+        if changed:
+            self._fill_table()
+            self._show_current()
+            self._draw_diff()
 
     # --- loading ----------------------------------------------------------------------------
     def load(self) -> None:
@@ -216,8 +263,8 @@ class RunsScreen(Screen):
         damaged = sum(r.damaged for r in self.rows)
         note = f", {damaged} damaged" if damaged else ""
         self.query_one("#runs-title", Static).update(Text.assemble(
-            ("Runs ", "bold"), (f"in {self.runs_dir or 'runs'}: {len(self.rows)} runs", "dim"),
-            (note, "red")))
+            ("Runs ", "bold"), (f"in {self.runs_dir or 'runs'}: {plural(len(self.rows), 'run')}",
+                                "dim"), (note, "red")))
         if not self.rows:
             self._show_info("no runs yet: start one from the main screen (escape, then s)")
         self._refresh_compare()
@@ -241,12 +288,23 @@ class RunsScreen(Screen):
         self.shown = [r for r in self.rows
                       if not text or text in f"{r.id} {r.preset} {r.status}".lower()]
         keep = self.current.path if self.current is not None and table.row_count else None
-        table.clear()
-        for row in self.shown:
-            table.add_row(*self._row_cells(row), key=row.path)
+        cells = [self._row_cells(row) for row in self.shown]
+        table.clear(columns=True)
+        self._add_columns(cells)
+        for row, row_cells in zip(self.shown, cells, strict=True):
+            table.add_row(*row_cells, key=row.path)
         if keep is not None:
             index = next((i for i, r in enumerate(self.shown) if r.path == keep), 0)
             table.move_cursor(row=index)
+
+    def _add_columns(self, cells: list[list[Any]]) -> None:
+        """Columns as wide as their widest cell, given outright: the table's own measuring
+        could leave them collapsed to a few cells when rows came in before a layout."""
+        table = self.query_one(DataTable)
+        for i, label in enumerate(COLUMNS):
+            width = max([len(label)] + [c.cell_len if isinstance(c, Text) else len(str(c))
+                                        for c in (row[i] for row in cells)])
+            table.add_column(label, key=label or "sel", width=max(1, width))
 
     def _color(self, path: str) -> str:
         i = self.selected.index(path) if path in self.selected else 0
@@ -273,14 +331,17 @@ class RunsScreen(Screen):
             self.query_one(DataTable).focus()
 
     def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        self._show_current()
+        if not self.selected:
+            self._refresh_compare()
+
+    def _show_current(self) -> None:
         row = self.current
         if row is not None and row.problem:
             self._show_info(f"{row.id}: damaged: {row.problem}", error=True)
         elif row is not None:
             lr = f", lr {row.lr:.4g}" if row.lr is not None else ""
             self._show_info(f"{row.id}: {row.status}{lr}")
-        if not self.selected:
-            self._refresh_compare()
 
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
         event.stop()
@@ -366,8 +427,9 @@ class RunsScreen(Screen):
             diff.update(Text("select two or more runs (space) to see the config keys in "
                              "which they differ", style="dim"))
             return
-        rows = config_diff([r.config for r in runs])
-        box.border_title = f"Config diff: {len(rows)} keys differ"
+        rows = config_diff([run_config(r) for r in runs])
+        differ = "key differs" if len(rows) == 1 else "keys differ"
+        box.border_title = f"Config diff: {len(rows)} {differ}"
         text = Text(no_wrap=True, overflow="ellipsis")
         width = max([len(k) for k, _ in rows] + [3])
         text.append("key".ljust(width), style="bold")
