@@ -17,7 +17,7 @@ from engine.data import DTYPES, TeacherStream, TensorData, build_data
 from engine.devices import resolve_device
 from engine.errors import ConfigError
 from engine.losses import LOSSES, LossFn
-from engine.models import build_model
+from engine.models import build_model, user_error
 from engine.optim import build_optimizer
 from engine.rundir import RunDir, default_runs_dir
 
@@ -43,6 +43,8 @@ def build_parts(config: dict[str, Any], device_option: str = "[train] device"):
     data = build_data(config, device)
     torch.manual_seed(train["seed"])
     model = build_model(config["model"]).to(device=device, dtype=DTYPES[train["dtype"]])
+    if not any(p.requires_grad for p in model.parameters()):
+        raise ConfigError("[model] has no parameters to train")
     optimizer = build_optimizer(model.parameters(), config["optim"])
     loss_fn = LOSSES[train["loss"]]
     check_model_fits(model, data, loss_fn)
@@ -57,14 +59,17 @@ def check_model_fits(model: nn.Module, data: TensorData | TeacherStream, loss_fn
     try:
         with torch.no_grad():
             out = model(x)
-            if isinstance(data, TensorData):
-                loss_fn(out, data.y[:2])
+            y = getattr(data, "y", None)  # a TeacherStream has none; a StreamData, a sample
+            if y is not None:
+                loss_fn(out, y[:2])
     except (RuntimeError, ValueError, IndexError) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         shape = tuple(x.shape[1:])
         raise ConfigError(
             f"[model] does not fit the data (one sample is {shape}): {first}"
         ) from None
+    except (Exception, SystemExit) as err:  # a factory model's own forward raised
+        raise ConfigError(f"[model] forward failed on one sample: {user_error(err)}") from None
     finally:
         model.train(was_training)
 

@@ -35,3 +35,19 @@ def restore_rng(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def not_a_checkpoint(ckpt: Any) -> str:
+    """'' or why a loaded file is not one of our checkpoints (a foreign torch file)."""
+    if type(ckpt) is not dict:
+        return f"holds a {type(ckpt).__name__}, not a checkpoint"
+    kinds = {
+        "model": dict, "optimizer": dict, "step": int, "epoch": int, "batch": int,
+        "rng": dict, "config": dict,
+    }  # fmt: skip
+    for key, kind in kinds.items():
+        if not isinstance(ckpt.get(key), kind) or isinstance(ckpt.get(key), bool):
+            return f"not a checkpoint (no valid {key!r})"
+    if not all(isinstance(t, torch.Tensor) for t in ckpt["model"].values()):
+        return "not a checkpoint (its model holds more than tensors)"
+    return ""

@@ -91,9 +91,10 @@ def build_parser() -> argparse.ArgumentParser:
     resume.add_argument(
         "--from",
         dest="source",
-        choices=["auto", "last", "best"],
+        choices=["auto", "last", "best", "fresh"],
         default="auto",
-        help="checkpoint to continue from (auto: best.pt for a diverged run, else last.pt)",
+        help="checkpoint to continue from (auto: best.pt for a diverged run, else last.pt; "
+        "fresh: none, again from step 0)",
     )
     resume.add_argument("--detach", action="store_true", help="continue in the background")
     resume.add_argument("--device", help="auto, cpu or cuda (with --nproc)")
@@ -288,6 +289,8 @@ def _check_distributed(args: argparse.Namespace, config: dict, device_name: str)
 
     if args.nproc < 1:
         raise ConfigError(f"--nproc {args.nproc}: expected 1 or more processes")
+    if args.nnodes < 1:
+        raise ConfigError(f"--nnodes {args.nnodes}: expected 1 or more machines")
     if config["data"]["source"] == "teacher":
         raise ConfigError("--nproc: the teacher stream draws its batches in one process only")
     per_rank_batch(config["train"]["batch_size"], args.nproc * args.nnodes)
@@ -374,6 +377,8 @@ def _run_here(job: Any, sink: Callable[[Any], None]) -> int:
     from engine.jobs import prepare
 
     trainer = prepare(job, sinks=[sink])
+    if trainer.notice:
+        print(f"torchdeck: {trainer.notice}", file=sys.stderr, flush=True)
 
     def on_signal(signum: int, frame: object) -> None:
         name = signal.Signals(signum).name
@@ -394,12 +399,15 @@ def _run_here(job: Any, sink: Callable[[Any], None]) -> int:
 
 
 def cmd_attach_plain(ref: str, runs_dir: str | None) -> int:
-    """Follow a run as plain lines: its history so far, then live, until it ends."""
+    """Follow a run as plain lines: its history so far as a summary, then live, until it
+    ends."""
     import asyncio
 
     from engine.console import ConsolePrinter
+    from engine.events import History
     from engine.handle import FollowHandle
     from engine.rundir import find_run
+    from engine.summary import print_history
 
     run = find_run(ref, runs_dir)
     run.read_meta()  # a clear error for a folder that is not a run
@@ -407,7 +415,10 @@ def cmd_attach_plain(ref: str, runs_dir: str | None) -> int:
 
     async def follow() -> int:
         last = None
-        async for event in FollowHandle(run.path).events():
+        async for event in FollowHandle(run.path, history="summary").events():
+            if isinstance(event, History):  # the history so far, in a few lines
+                last = print_history(event, printer)
+                continue
             printer(event)
             last = event
         return 0 if last is not None and last.type == "finished" else 1

@@ -132,6 +132,8 @@ class ConsolePrinter:
                 f"{event.total_steps} steps ({event.total_epochs} epochs of "
                 f"{event.steps_per_epoch}), batch {event.batch_size} -> {event.run_dir}"
             )
+            if event.data.startswith("data:"):  # the user's own data: resident or streaming
+                self.line(event.data)
             if event.start_step:
                 self.line(f"resuming at step {event.start_step} (epoch {event.start_epoch + 1})")
         elif isinstance(event, ev.EpochEnd):

@@ -38,9 +38,23 @@ class TensorData:
     y_test: torch.Tensor | None = None
     extras: dict[str, Any] = field(default_factory=dict)
 
+    path = "resident"  # vs "streaming" (engine.datasets.StreamData): shown at the start
+
     @property
     def steps_per_epoch(self) -> int:
         return math.ceil(len(self.x) / self.batch_size)
+
+    @property
+    def has_test(self) -> bool:
+        return self.x_test is not None
+
+    def eval_batches(self, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """The test split in order, `batch_size` at a time."""
+        x, y = self.x_test, self.y_test
+        if x is None or y is None:
+            return
+        for i in range(0, len(x), batch_size):
+            yield x[i : i + batch_size], y[i : i + batch_size]
 
     def epoch_order(self, epoch: int) -> torch.Tensor | None:
         if not self.shuffle:
@@ -93,6 +107,7 @@ class TeacherStream:
     x_test: torch.Tensor | None = None
     y_test: torch.Tensor | None = None
     fit_1d: bool = False
+    path = "generated"
 
     def batches(self, epoch: int, start: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         w, b = self.w_real, self.b_real
@@ -117,12 +132,21 @@ class TeacherStream:
         )
 
 
-def build_data(config: dict[str, Any], device: torch.device) -> TensorData | TeacherStream:
+# sources of the user's own data (engine.datasets): resident or streamed, by size
+FILE_SOURCES = ("torchvision", "image_folder", "csv", "tensors", "factory")
+
+
+def build_data(config: dict[str, Any], device: torch.device) -> Any:
+    """TensorData, TeacherStream, or for FILE_SOURCES engine.datasets' ResidentData/StreamData."""
     data, train = config["data"], config["train"]
     dtype = DTYPES[train["dtype"]]
     source = data["source"]
     if source == "teacher":
         return _teacher(data, train, device, dtype)
+    if source in FILE_SOURCES:
+        from engine.datasets import build_source_data
+
+        return build_source_data(config, device)
     loader = {
         "formula": _formula,
         "blobs": _blobs,
@@ -261,6 +285,21 @@ def cifar10_to_tensor(images: Any, mean: torch.Tensor, std: torch.Tensor) -> tor
     """ToTensor then Normalize over a whole uint8 NHWC array at once (same values per image)."""
     t = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()
     return t.to(torch.float32).div(255).sub_(mean).div_(std)
+
+
+def _own(source: str):
+    """The loader engine.datasets has for a FILE_SOURCES source (named _<source> here too)."""
+
+    def load(data: dict[str, Any], task: str) -> Any:
+        from engine.datasets import LOADERS
+
+        return LOADERS[source](data, task)
+
+    load.__name__ = f"_{source}"
+    return load
+
+
+_torchvision, _image_folder, _csv, _tensors, _factory = (_own(s) for s in FILE_SOURCES)
 
 
 def _fixed(data: dict[str, Any], task: str) -> Loaded:

@@ -57,6 +57,7 @@ class RunStarted(Event):
     lr: float = 0.0
     config: dict[str, Any] = field(default_factory=dict)
     param_shapes: dict[str, list[int]] = field(default_factory=dict)
+    data: str = ""  # how the data is held: resident on the device, or streaming
 
 
 @dataclass(frozen=True)
@@ -249,3 +250,37 @@ def event_to_json(event: Event) -> str:
 
 def event_from_json(line: str) -> Event:
     return event_from_dict(json.loads(line))
+
+
+@dataclass(frozen=True)
+class History(Event):
+    """Never written by a run: a follower's summary of the run's history so far (a
+    FollowHandle with history="summary" puts it first, then only what the log gains after
+    `offset`). The loss curve in at most about 2 000 points of `per_point` steps each
+    (ending at `steps`: min, max, mean and last of each), the newest raw steps exactly, the
+    lr at its changes, the epochs (thinned evenly past 2 000), and the log's last event of
+    each kind that draws the screen (run_started, epoch, params, fit, hparam, checkpoint,
+    paused, resumed, warning, finished, failed; those before the last run_started left out),
+    in log order."""
+
+    type: ClassVar[str] = "history"
+    last_step: int
+    offset: int
+    per_point: int = 1
+    steps: tuple[int, ...] = ()
+    loss_min: tuple[float, ...] = ()
+    loss_max: tuple[float, ...] = ()
+    loss_mean: tuple[float, ...] = ()
+    loss_last: tuple[float, ...] = ()
+    tail_steps: tuple[int, ...] = ()
+    tail_losses: tuple[float, ...] = ()
+    lr_steps: tuple[int, ...] = ()
+    lr: tuple[float, ...] = ()
+    epochs: tuple[int, ...] = ()
+    epoch_steps: tuple[int, ...] = ()
+    train_loss: tuple[float, ...] = ()
+    val_loss: tuple[float | None, ...] = ()
+    metrics: dict[str, tuple[float, ...]] = field(default_factory=dict)
+    n_epochs: int = 0
+    first_loss: float | None = None  # step 1's loss, exactly
+    events: tuple[Event, ...] = ()

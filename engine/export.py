@@ -50,12 +50,48 @@ def _lines(path: Path, end: int | None = None) -> Iterator[tuple[int, dict[str, 
                 yield n, item
 
 
+def _int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _num(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _well_typed(event: Event) -> bool:
+    """Whether the fields export reads have their types (a damaged line is skipped)."""
+    if isinstance(event, RunStarted):
+        return _int(event.start_step) and _int(event.steps_per_epoch) and _num(event.lr)
+    if isinstance(event, StepMetrics):
+        return (
+            _int(event.first_step)
+            and _int(event.epoch)
+            and isinstance(event.losses, tuple)
+            and all(_num(v) for v in event.losses)
+            and _num(event.lr)
+            and (event.elapsed_s is None or _num(event.elapsed_s))
+        )
+    if isinstance(event, EpochEnd):
+        return (
+            _int(event.epoch)
+            and _int(event.step)
+            and _num(event.train_loss)
+            and (event.val_loss is None or _num(event.val_loss))
+            and isinstance(event.metrics, dict)
+        )
+    if event.type == "hparam":
+        return _num(getattr(event, "new", None))
+    return True
+
+
 def _events(path: Path, end: int | None = None) -> Iterator[tuple[int, Event]]:
     for n, item in _lines(path, end):
         try:
-            yield n, event_from_dict(item)
+            event = event_from_dict(item)
         except (ValueError, KeyError, TypeError):
             continue
+        if _well_typed(event):
+            yield n, event
 
 
 @dataclass
@@ -102,17 +138,22 @@ def _plan(run: RunDir) -> _Plan:
         kind = item.get("type")
         if kind == "run_started":
             keep = item.get("start_step", 0)
+            if not _int(keep):
+                continue
             if keep < length:
                 step_cuts.add(n, keep)
                 epoch_cuts.add(n, keep)
             length = min(length, keep)
         elif kind == "steps":
-            keep = item.get("first_step", 1) - 1
+            first, values = item.get("first_step", 1), item.get("losses", ())
+            if not _int(first) or not isinstance(values, list):
+                continue
+            keep = first - 1
             if keep < length:
                 step_cuts.add(n, keep)
-            length = keep + len(item.get("losses", ()))
-        elif kind == "epoch":
-            metrics.update(dict.fromkeys(item.get("metrics") or {}))
+            length = keep + len(values)
+        elif kind == "epoch" and isinstance(item.get("metrics"), dict):
+            metrics.update(dict.fromkeys(k for k in item["metrics"] if isinstance(k, str)))
     step_cuts.close()
     epoch_cuts.close()
     return _Plan(end, step_cuts, epoch_cuts, list(metrics))

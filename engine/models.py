@@ -64,24 +64,34 @@ def build_model(model_cfg: dict[str, Any]) -> nn.Module:
 
 def _from_factory(target: str, kwargs: dict[str, Any]) -> nn.Module:
     module_name, _, func_name = target.partition(":")
+    if not module_name or not func_name:
+        raise ConfigError(f"[model] factory: expected 'module:function', got {target!r}")
     try:
         module = importlib.import_module(module_name)
     except ImportError as err:
         raise ConfigError(f"[model] factory: cannot import {module_name!r}: {err}") from None
+    except (Exception, SystemExit) as err:  # user code: a SyntaxError, a raise, sys.exit
+        raise ConfigError(
+            f"[model] factory: importing {module_name!r} failed: {user_error(err)}"
+        ) from None
     func = getattr(module, func_name, None)
     if not callable(func):
         raise ConfigError(f"[model] factory: {module_name!r} has no function {func_name!r}")
     try:
         model = func(**kwargs)
-    except Exception as err:  # user code: report whatever it raised, as one line
-        raise ConfigError(
-            f"[model] factory: {target} failed: {type(err).__name__}: {err}"
-        ) from None
+    except (Exception, SystemExit) as err:  # user code: report whatever it raised, as one line
+        raise ConfigError(f"[model] factory: {target} failed: {user_error(err)}") from None
     if not isinstance(model, nn.Module):
         raise ConfigError(
             f"[model] factory: {target} returned {type(model).__name__}, not a Module"
         )
     return model
+
+
+def user_error(err: BaseException) -> str:
+    """What user code raised, as one line (sys.exit(3) is 'SystemExit: 3')."""
+    text = f"{type(err).__name__}: {err}".strip()
+    return text.splitlines()[0] if text else type(err).__name__
 
 
 def apply_init(model: nn.Module, rules: list[dict[str, Any]]) -> None:

@@ -46,14 +46,48 @@ def read_preset_file(path: Path) -> dict[str, Any]:
     """Parse and validate one preset file; errors name the file."""
     try:
         with open(path, "rb") as fh:
-            raw = tomllib.load(fh)
+            data = fh.read()
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such preset file") from None
-    except tomllib.TOMLDecodeError as err:
-        raise ConfigError(f"{path}: TOML syntax error: {err}") from None
     except OSError as err:
         raise ConfigError(f"{path}: cannot read: {err.strerror}") from None
+    raw = parse_toml(data.removeprefix(b"\xef\xbb\xbf"), str(path))  # a BOM is fine
     return validate(raw, origin=str(path))
+
+
+MAX_DEPTH = 16  # arrays and tables inside each other: no preset needs more
+
+
+def parse_toml(data: bytes, origin: str) -> dict[str, Any]:
+    """TOML bytes -> dict; ConfigError naming `origin` for anything that is not a preset's
+    TOML (binary bytes, a syntax error, nesting deeper than MAX_DEPTH)."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ConfigError(
+            f"{origin}: not a text file (invalid UTF-8 at byte {err.start})"
+        ) from None
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"{origin}: TOML syntax error: {err}") from None
+    except RecursionError:
+        raise ConfigError(f"{origin}: nested more than {MAX_DEPTH} deep") from None
+    check_depth(raw, origin)
+    return raw
+
+
+def check_depth(value: Any, origin: str, limit: int = MAX_DEPTH) -> None:
+    """ConfigError if lists and tables are nested deeper than `limit` (no recursion)."""
+    stack = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > limit:
+            raise ConfigError(f"{origin}: nested more than {limit} deep")
+        if isinstance(item, Mapping):
+            stack.extend((v, depth + 1) for v in item.values())
+        elif isinstance(item, (list, tuple)):
+            stack.extend((v, depth + 1) for v in item)
 
 
 def discover_presets(extra_dirs: Iterable[str | Path] = ()) -> list[PresetInfo]:
@@ -113,6 +147,9 @@ def parse_set(option: str) -> tuple[str, Any]:
         value = tomllib.loads(f"v = {text}")["v"]
     except tomllib.TOMLDecodeError:
         value = text
+    except RecursionError:
+        raise ConfigError(f"--set {key}: nested more than {MAX_DEPTH} deep") from None
+    check_depth(value, f"--set {key}")
     return key, value
 
 
@@ -184,6 +221,7 @@ def resolve_config(
 ) -> dict[str, Any]:
     """A preset name, a preset file or a raw preset dict, plus overrides -> resolved config."""
     if isinstance(source, Mapping):
+        check_depth(source, "config")
         config = validate(_strip_defaults(dict(source)))
     else:
         config = read_preset_file(find_preset(str(source), extra_dirs))

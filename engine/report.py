@@ -197,14 +197,18 @@ def print_parameters(run: RunDir) -> None:
         return
     import torch
 
-    from engine.checkpoint import load_checkpoint
+    from engine.checkpoint import load_checkpoint, not_a_checkpoint
 
     try:
         ckpt = load_checkpoint(path)
-        state = ckpt["model"]
     except Exception as err:  # a damaged file must not crash `show`
         print(f"parameters: {path} is unreadable ({type(err).__name__}: {err})")
         return
+    problem = not_a_checkpoint(ckpt)
+    if problem:
+        print(f"parameters: {path} is unreadable ({problem})")
+        return
+    state = ckpt["model"]
     print(f"parameters (from {path.name}, step {ckpt.get('step', '?')}):")
     with torch.no_grad():
         for name, t in state.items():

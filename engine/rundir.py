@@ -26,6 +26,7 @@ from engine.errors import RunDirError
 from engine.events import Event, RunStatus, event_from_dict, event_to_json
 
 RUN_FILE = "run.toml"
+LOCK_FILE = ".lock"  # flock'ed by the process training the run (the pid inside says who)
 EVENTS_FILE = "events.jsonl"
 SWEEPS_DIR = "sweeps"  # <runs>/sweeps/<id>/sweep.toml (engine/sweep.py): not a run
 
@@ -71,6 +72,7 @@ class RunDir:
         self.id = self.path.name
         self.meta: dict[str, Any] = {}
         self._events = None
+        self._lock: int | None = None
 
     @property
     def checkpoints(self) -> Path:
@@ -113,6 +115,7 @@ class RunDir:
         run = cls(path)
         try:
             run.checkpoints.mkdir()
+            run.lock()
             run.meta = {
                 "run": {
                     "id": run.id,
@@ -153,9 +156,52 @@ class RunDir:
                 self.meta = tomllib.load(fh)
         except FileNotFoundError:
             raise RunDirError(f"{self.path}: no run.toml (not a run, or a damaged one)") from None
-        except (tomllib.TOMLDecodeError, OSError) as err:
+        except (tomllib.TOMLDecodeError, OSError, UnicodeDecodeError, RecursionError) as err:
             raise RunDirError(f"{self.path / RUN_FILE}: unreadable: {err}") from None
+        if not isinstance(self.meta.get("run"), dict):
+            raise RunDirError(f"{self.path / RUN_FILE}: damaged: no [run] table")
         return self.meta
+
+    def lock(self) -> None:
+        """Hold the run's lock (until `close`); RunDirError naming the holder if another
+        process (or another trainer here) holds it."""
+        import fcntl
+
+        if self._lock is not None:
+            return
+        try:
+            fd = os.open(self.path / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as err:
+            raise RunDirError(f"{self.path}: cannot write to it: {err.strerror}") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "another process"
+            os.close(fd)
+            raise RunDirError(
+                f"run {self.id} is in use by {holder}: attach to it, or wait until it ends"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
+        self._lock = fd
+
+    def unlock(self) -> None:
+        if self._lock is not None:
+            os.close(self._lock)
+            self._lock = None
+
+    def __del__(self) -> None:  # a RunDir dropped before its run ended frees the lock
+        if getattr(self, "_lock", None) is not None:
+            try:
+                self.unlock()
+            except Exception:  # interpreter shutdown
+                pass
+
+    def clean_leftovers(self) -> None:
+        """Temp files of writes cut short by a crash (.run.toml.PID.tmp, checkpoints)."""
+        for folder in (self.path, self.checkpoints):
+            for leftover in folder.glob(".*.tmp"):
+                leftover.unlink(missing_ok=True)
 
     def claim(self) -> None:
         """Record this process as the one training the run, so others can tell it is alive."""
@@ -179,18 +225,40 @@ class RunDir:
 
     # --- events.jsonl -----------------------------------------------------------------
     def append_event(self, event: Event) -> None:
-        if self._events is None:
-            self._events = open(self.path / EVENTS_FILE, "a", encoding="utf-8")
-        self._events.write(event_to_json(event) + "\n")
+        try:
+            if self._events is None:
+                self._events = open(self.path / EVENTS_FILE, "a", encoding="utf-8")
+            self._events.write(event_to_json(event) + "\n")
+        except OSError as err:
+            raise self._named(err) from None
 
     def flush_events(self) -> None:
         if self._events is not None:
-            self._events.flush()
+            try:
+                self._events.flush()
+            except OSError as err:
+                raise self._named(err) from None
+
+    def drop_events(self) -> None:
+        """Close the log, giving up what could not be written (a full disk)."""
+        if self._events is not None:
+            try:
+                self._events.close()
+            except OSError:
+                pass
+            self._events = None
+
+    def _named(self, err: OSError) -> OSError:
+        return OSError(err.errno, err.strerror or str(err), str(self.path / EVENTS_FILE))
 
     def close(self) -> None:
         if self._events is not None:
-            self._events.close()
-            self._events = None
+            events, self._events = self._events, None
+            try:
+                events.close()
+            except OSError as err:
+                raise self._named(err) from None
+        self.unlock()
 
     def record(self, check_checkpoints: bool = True) -> RunRecord:
         """The run as its folder records it; never raises (a damaged folder says why)."""
@@ -291,7 +359,7 @@ def process_alive(pid: int) -> bool:
     """Whether a process with this pid exists here and is not a zombie."""
     try:
         os.kill(pid, 0)
-    except ProcessLookupError:
+    except (ProcessLookupError, OverflowError, ValueError, TypeError):
         return False
     except PermissionError:
         return True
@@ -303,9 +371,12 @@ def process_alive(pid: int) -> bool:
 
 
 def _pid_alive_here(info: dict[str, Any]) -> bool:
-    if info.get("host") != socket.gethostname() or not isinstance(info.get("pid"), int):
+    pid = info.get("pid")
+    if info.get("host") != socket.gethostname() or not isinstance(pid, int):
         return False
-    return process_alive(info["pid"])
+    if isinstance(pid, bool) or not 0 < pid < 2**31:  # a damaged pid is no process
+        return False
+    return process_alive(pid)
 
 
 def checkpoint_problem(checkpoints: Path) -> str:
@@ -332,7 +403,8 @@ class RunRecord:
 
     @property
     def info(self) -> dict[str, Any]:
-        return self.meta.get("run", {})
+        info = self.meta.get("run", {})
+        return info if isinstance(info, dict) else {}
 
     @property
     def summary(self) -> dict[str, Any]:
@@ -346,7 +418,8 @@ class RunRecord:
 
     @property
     def changes(self) -> list[dict[str, Any]]:
-        return [c for c in self.meta.get("changes", []) if isinstance(c, dict)]
+        changes = self.meta.get("changes", [])
+        return [c for c in changes if isinstance(c, dict)] if isinstance(changes, list) else []
 
     @property
     def damaged(self) -> bool:
@@ -409,7 +482,8 @@ class RunRecord:
     @property
     def lr(self) -> float | None:
         """The learning rate the run ended with (live changes included)."""
-        lr = self.config.get("optim", {}).get("lr")
+        optim = self.config.get("optim", {})
+        lr = optim.get("lr") if isinstance(optim, dict) else None
         for change in self.changes:
             if change.get("key") == "optim.lr":
                 lr = change.get("new", lr)
@@ -443,14 +517,14 @@ def read_record(path: Path, check_checkpoints: bool = True) -> RunRecord:
             meta = tomllib.load(fh)
     except FileNotFoundError:
         return RunRecord(run_id, path, {}, None, False, "no run.toml")
-    except (tomllib.TOMLDecodeError, OSError, UnicodeDecodeError) as err:
+    except (tomllib.TOMLDecodeError, OSError, UnicodeDecodeError, RecursionError) as err:
         return RunRecord(run_id, path, {}, None, False, f"run.toml unreadable: {err}")
     info = meta.get("run")
     if not isinstance(info, dict):
         return RunRecord(run_id, path, meta, None, False, "run.toml: no [run] table")
     try:
         status = RunStatus(info.get("status"))
-    except ValueError:
+    except (ValueError, TypeError):
         return RunRecord(
             run_id, path, meta, None, False, f"run.toml: unknown status {info.get('status')!r}"
         )

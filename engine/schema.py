@@ -315,7 +315,7 @@ class Fixed(_Data, tag="fixed"):
     """Inputs and targets written out in the preset."""
 
     x: Annotated[list, _list(_check_non_empty, minItems=1)]
-    y: list
+    y: Annotated[list, _list(_check_non_empty, minItems=1)]
 
 
 class Random(_Data, tag="random"):
@@ -331,7 +331,132 @@ class Random(_Data, tag="random"):
     targets: Annotated[int, Meta(ge=1, description="regression: outputs per sample")] = 1
 
 
-Data = Formula | Blobs | Digits | Teacher | Cifar10 | Fixed | Random
+def _check_resident(value: Any, context: Mapping[str, Any]) -> None:
+    if value != "auto" and not isinstance(value, bool):
+        raise ValueError(f'expected "auto", true or false, got {value!r}')
+
+
+_AUGMENT = re.compile(r"^(hflip|vflip)(:(0(\.\d+)?|1(\.0*)?))?$|^random_crop:[1-9]\d*$")
+
+
+def _check_augment(value: Any, context: Mapping[str, Any]) -> None:
+    for item in value:
+        if not isinstance(item, str) or not _AUGMENT.match(item):
+            raise ValueError(
+                f"expected hflip[:p], vflip[:p] or random_crop:PAD (e.g. 'random_crop:4'), "
+                f"got {item!r}"
+            )
+
+
+def _check_channels(value: Any, context: Mapping[str, Any]) -> None:
+    if value not in (1, 3):
+        raise ValueError(f"expected 1 (grey) or 3 (RGB), got {value!r}")
+
+
+def _check_names(value: Any, context: Mapping[str, Any]) -> None:
+    if not all(isinstance(v, str) and v for v in value):
+        raise ValueError(f"expected a list of column names, got {value!r}")
+
+
+# keys every source of the user's own data has: which path, and the DataLoader's settings
+Resident = Annotated[
+    Literal["auto"] | bool,
+    Meta(
+        description='"auto": on the device when it fits (else streamed), true, or false',
+        extra={"kind": "resident", "check": _check_resident},
+    ),
+]
+Workers = Annotated[int, Meta(ge=0, description="DataLoader worker processes (streaming)")]
+Prefetch = Annotated[int, Meta(ge=1, description="batches each worker loads ahead")]
+Augment = Annotated[
+    list,
+    _list(
+        _check_augment,
+        "per-sample, on the device: hflip[:p], vflip[:p], random_crop:PAD",
+        items={"type": "string", "pattern": _AUGMENT.pattern},
+    ),
+]
+Fraction = Annotated[float, Meta(ge=0.0, lt=1.0)]
+Names = Annotated[list, _list(_check_names, "column names", items={"type": "string"})]
+TorchvisionName = Literal[
+    "MNIST", "FashionMNIST", "KMNIST", "QMNIST", "CIFAR10", "CIFAR100", "SVHN", "STL10", "USPS"
+]
+TORCHVISION_DATASETS: tuple[str, ...] = get_args(TorchvisionName)
+
+
+class Torchvision(_Data, tag="torchvision"):
+    """One of torchvision's dataset classes, from a local folder (downloads nothing)."""
+
+    dataset: TorchvisionName
+    root: str = "data"
+    mean: Numbers = []  # per channel, after / 255; []: none
+    std: Numbers = []
+    verify: Annotated[bool, Meta(description="check the md5 sums of the files")] = False
+    limit: Annotated[int, Meta(ge=0, description="use only the first N images (0: all)")] = 0
+    augment: Augment = []
+    resident: Resident = "auto"
+    num_workers: Workers = 2
+    prefetch: Prefetch = 2
+
+
+class ImageFolderData(_Data, tag="image_folder"):
+    """torchvision's ImageFolder: root/<class>/*.png, or root/{train,test}/<class>/*.png."""
+
+    root: str
+    image_size: Annotated[int, Meta(ge=1, description="images are resized to this square")] = 32
+    channels: Annotated[int, Meta(ge=1, description="1 (grey) or 3 (RGB)",
+                                  extra={"check": _check_channels})] = 3  # fmt: skip
+    test_fraction: Annotated[Fraction, Meta(description="held out where there is no test/")] = 0.0
+    split_seed: int = 0
+    mean: Numbers = []
+    std: Numbers = []
+    augment: Augment = []
+    resident: Resident = "auto"
+    num_workers: Workers = 2
+    prefetch: Prefetch = 2
+
+
+class Csv(_Data, tag="csv"):
+    """A CSV table with a header row: numeric features, a target column."""
+
+    path: str
+    target: Annotated[str, Meta(description="the target column's name")]
+    features: Annotated[Names, Meta(description="feature columns ([]: all but the target)")] = []
+    delimiter: Annotated[str, Meta(extra_json_schema={"minLength": 1, "maxLength": 1})] = ","
+    test_fraction: Fraction = 0.2
+    split_seed: int = 0
+    resident: Resident = "auto"
+    num_workers: Workers = 0
+    prefetch: Prefetch = 2
+
+
+class Tensors(_Data, tag="tensors"):
+    """A .npz or .pt file with arrays x, y and optionally x_test, y_test."""
+
+    path: str
+    augment: Augment = []
+    resident: Resident = "auto"
+    num_workers: Workers = 0
+    prefetch: Prefetch = 2
+
+
+class DataFactory(_Data, tag="factory"):
+    """A module:function returning Dataset(s) or tensors."""
+
+    factory: Annotated[
+        str, Meta(description="module:function", extra_json_schema={"pattern": "^[^:]+:[^:]+$"})
+    ]
+    kwargs: dict[str, Any] = {}
+    augment: Augment = []
+    resident: Resident = "auto"
+    num_workers: Workers = 2
+    prefetch: Prefetch = 2
+
+
+Data = (
+    Formula | Blobs | Digits | Teacher | Cifar10 | Fixed | Random
+    | Torchvision | ImageFolderData | Csv | Tensors | DataFactory
+)  # fmt: skip
 
 # --- sections ----------------------------------------------------------------------------------
 
@@ -843,8 +968,13 @@ def validate(raw: Mapping[str, Any], origin: str = "") -> dict[str, Any]:
     return config
 
 
+MAX_NAME = 100
+
+
 def _cross_checks(where: _Where, config: dict[str, Any]) -> None:
     model, optim, train, data = config["model"], config["optim"], config["train"], config["data"]
+    if len(config["name"]) > MAX_NAME:
+        raise where.fail("name", f"at most {MAX_NAME} characters (it names the run folder)")
     given = [k for k in ONE_OF["model"] if model[k]]
     if len(given) != 1:
         raise where.fail("[model]", "give exactly one of layers, builtin or factory")

@@ -147,6 +147,10 @@ KILLER = textwrap.dedent(
         os.kill(os.getpid(), signal.SIGKILL)
 
     def killer(event):
+        if where == "before_checkpoint" and event.type == "steps" and event.last_step >= 5:
+            die()
+        if where == "tick_checkpoint_at_30" and event.type == "steps" and event.last_step >= 35:
+            die()  # after epoch 3's event, whose last step is last.pt's
         if event.type == "checkpoint" and event.kind == "last":
             seen["ckpt"] += 1
             if where == "after_checkpoint" and seen["ckpt"] == 3:
@@ -157,6 +161,15 @@ KILLER = textwrap.dedent(
             die()
 
     trainer = Trainer(prep, sinks=[killer])
+    if where == "tick_checkpoint_at_30":  # last.pt due once: at step 30, epoch 3's last
+        due = {"at": 30}
+
+        def once(now, epoch_end=False):
+            hit = trainer.step == due["at"]
+            due["at"] = -1 if hit else due["at"]
+            return hit
+
+        trainer.ckpt.due = once
     if where == "during_eval":
         real = trainer.evaluate
         calls = {"n": 0}

@@ -155,7 +155,7 @@ BROKEN: dict[str, tuple[str, list[Any]]] = {
     "momentum-yes": (_kink("lr = 0.001", 'lr = 0.001\nmomentum = "yes"'), ["optim", "momentum"]),
     "lr-fast": (_kink("lr = 0.001", 'lr = "fast"'), ["optim", "lr"]),
     "unknown-top-key": ("colour = 'red'\n" + KINK, []),
-    "unknown-source": (_kink('source = "formula"', 'source = "csv"'), ["data"]),
+    "unknown-source": (_kink('source = "formula"', 'source = "parquet"'), ["data"]),
     "layer-unknown-arg": (
         _kink('{ type = "ReLU" }', '{ type = "ReLU", inplace = true }'),
         ["model", "layers", 1],
@@ -239,8 +239,9 @@ KNOWN_LAYERS = ", ".join(schema.LAYERS)
             + ")",
         ),
         (
-            ('source = "formula"', 'source = "csv"'),
-            f"[data] source: expected one of {', '.join(schema.DATA_SOURCES)}, got a string 'csv'",
+            ('source = "formula"', 'source = "parquet"'),
+            f"[data] source: expected one of {', '.join(schema.DATA_SOURCES)}, "
+            "got a string 'parquet'",
         ),
         (("lr = 0.001", "lr = inf"), "[optim] lr: expected a number > 0, got a number inf"),
         (("seed = 1", "seed = true"), "[train] seed: expected an integer >= 0, got a boolean True"),

@@ -136,7 +136,10 @@ def test_checkpointer_best_follows_epoch_loss_at_last_writes(tmp_path):
     assert save(ckpt, "last", float("nan")) == ["last"]
     assert save(ckpt, "last", 1.0, step=5) == ["last", "best"]
     best = torch.load(prep.run.best_ckpt, weights_only=True)
-    assert best["step"] == 5 and best["progress"]["best"] == 2.0  # the best before this one
+    # the best travels with the checkpoint it is in (issue 10, bug 2): a resume compares
+    # against it; last.pt carries it too
+    assert best["step"] == 5 and best["progress"]["best"] == 1.0
+    assert torch.load(prep.run.last_ckpt, weights_only=True)["progress"]["best"] == 1.0
     assert ckpt.best == 1.0 and ckpt.last_t > 0
     assert best["changes"] == [{"step": 0}] and best["config"] == prep.config
     assert isinstance(best["rng"]["data"]["generator"], torch.Tensor)
@@ -180,7 +183,7 @@ def test_checkpointer_restores_weights_optimizer_data_and_best(tmp_path):
         prep.model.weight.zero_()
     other = Checkpointer(prep, every=1.0, best_by_eval=False)
     progress = other.restore(saved)
-    assert progress["active_s"] == 1.0 and other.best is None  # best came after the payload
+    assert progress["active_s"] == 1.0 and other.best == 2.0  # the best travels in last.pt
     for k, v in prep.model.state_dict().items():
         assert torch.equal(v, weights[k])
     assert torch.equal(prep.data.loaded["generator"], torch.tensor([1, 2, 3]))

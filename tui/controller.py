@@ -187,6 +187,8 @@ class RunController:
         self.tick()
 
     async def _attach(self, run_dir: str | Path) -> None:
+        # the handle puts the history as one summary event (engine.summary: the same cost
+        # at any length), then what the log gains; an empty summary is no history
         try:
             handle = self.engine.follow(run_dir)
             # the history may be long: the handle reads it in its thread; wait in another
@@ -199,7 +201,7 @@ class RunController:
         self.run_state.run_dir = str(run_dir)
         self.screen.post_message(RunOpened("attach"))
         self._fold(events, redraw=True)
-        if not events:
+        if not any(e.type != "history" or e.events or e.last_step for e in events):
             self.run_state.state = "idle"
             self.screen.post_message(RunFailedToStart(
                 f"{run_dir}: no events yet (a damaged or empty run)"))

@@ -147,9 +147,11 @@ class RealEngine:
         return await self.spawn(TrainJob(dict(config), str(runs_dir) if runs_dir else None))
 
     def follow(self, run_dir: str | Path) -> Any:
+        """Follow a run folder: its history as one summary event (the same cost at any
+        length: engine.summary), then what it logs after that."""
         from engine.handle import FollowHandle
 
-        return FollowHandle(run_dir)
+        return FollowHandle(run_dir, history="summary")
 
     def runs(self, runs_dir: str | Path | None) -> list[RunRow]:
         from engine.rundir import list_runs
@@ -157,10 +159,12 @@ class RealEngine:
         return [run_row(run) for run in list_runs(Path(runs_dir) if runs_dir else None)]
 
     def curve(self, run_dir: str | Path) -> list[tuple[int, float]]:
-        from engine.export import step_rows
-        from engine.rundir import RunDir
+        """The run's loss curve from its summary (about 2,000 points whatever its length);
+        call from a thread."""
+        from engine.summary import read_curve
 
-        return [(step, loss) for step, _, loss, _ in step_rows(RunDir(Path(run_dir)))]
+        curve = read_curve(run_dir, max_points=2000)
+        return list(zip(curve.steps.tolist(), curve.mean.tolist(), strict=True))
 
     def system(self, pid: int | None, device: str) -> Any:
         """CPU, RAM and GPU figures (engine.system: psutil and nvidia-ml-py, no torch); call

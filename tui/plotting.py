@@ -14,7 +14,8 @@ from rich.style import Style
 from rich.text import Text
 
 # plotext's 256-colour palette indices, picked to read on dark and light backgrounds
-COLORS = {"blue": 12, "green": 10, "red": 9, "cyan": 14, "magenta": 13, "yellow": 11, "grey": 8}
+COLORS = {"blue": 12, "green": 10, "red": 9, "cyan": 14, "magenta": 13, "yellow": 11, "grey": 8,
+          "dim": 240}
 
 
 @dataclass

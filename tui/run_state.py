@@ -100,6 +100,7 @@ class Update:
     warnings: list[str] = field(default_factory=list)
     ended: Any = None  # Finished, Failed or ProcessGone
     state_changed: bool = False
+    history: Any = None  # a History event: the run's summarised past, drawn before the rest
 
 
 class DeadTracker:
@@ -157,64 +158,102 @@ class Follower:
         run = self.run
         before = run.state
         for event in events:
-            kind = event.type
-            if kind == "steps":
-                up.losses.append((event.first_step, event.losses))
-                up.lrs.append((event.last_step, event.lr))
-                run.step = event.last_step
-                run.epoch = max(run.epoch, event.epoch)
-                run.lr = event.lr
-                run.elapsed_s = event.elapsed_s
-                run.steps_per_s = event.steps_per_s
-                run.samples_per_s = event.samples_per_s
-            elif kind == "epoch":
-                up.epochs.append(event)
-                run.step = max(run.step, event.step)
-                run.take_epoch(event)
-            elif kind == "params":
-                up.params = event
-                up.all_params.append(event)
-                self.last_params = event
-                self.dead.observe(event)
-            elif kind == "fit":
-                up.fit = event
-            elif kind == "checkpoint":
-                run.last_checkpoint_t = self.clock()
-                run.last_checkpoint_step = event.step
-            elif kind == "hparam":
-                up.lr_changes.append(event)
-                if event.key == "optim.lr":
-                    run.lr = event.new
-            elif kind == "paused":
-                run.state = "paused"
-                run.step = event.step
-            elif kind == "resumed":
-                run.state = "running"
-            elif kind == "warning":
-                run.warning = event.message
-                up.warnings.append(event.message)
-            elif kind == "run_started":
-                up.started = event
-                up.ended = None  # a resumed run goes on after its earlier end
-                if event.start_step > 0:
-                    self._truncate(up, event.start_step)
-                self._started(event)
-            elif kind == "finished":
-                run.state = event.status
-                run.step = event.step
-                run.summary = dict(event.summary)
-                run.take_summary(run.summary)
-                run.reason = str(event.summary.get("reason", "")) if event.status == \
-                    "diverged" else ""
-                self.dead.ended = True
-                up.ended = event
-            elif kind in ("failed", "gone"):
-                run.state = "failed" if kind == "failed" else "killed"
-                run.reason = event.reason
-                self.dead.ended = True
-                up.ended = event
+            self._one(event, up)
         up.state_changed = run.state != before
         return up
+
+    def _one(self, event: Any, up: Update) -> None:
+        run = self.run
+        kind = event.type
+        if kind == "history":
+            self._history(event, up)
+            return
+        if kind == "steps":
+            up.losses.append((event.first_step, event.losses))
+            up.lrs.append((event.last_step, event.lr))
+            run.step = event.last_step
+            run.epoch = max(run.epoch, event.epoch)
+            run.lr = event.lr
+            run.elapsed_s = event.elapsed_s
+            run.steps_per_s = event.steps_per_s
+            run.samples_per_s = event.samples_per_s
+        elif kind == "epoch":
+            up.epochs.append(event)
+            run.step = max(run.step, event.step)
+            run.take_epoch(event)
+        elif kind == "params":
+            up.params = event
+            up.all_params.append(event)
+            self.last_params = event
+            self.dead.observe(event)
+        elif kind == "fit":
+            up.fit = event
+        elif kind == "checkpoint":
+            run.last_checkpoint_t = self.clock()
+            run.last_checkpoint_step = event.step
+        elif kind == "hparam":
+            up.lr_changes.append(event)
+            if event.key == "optim.lr":
+                run.lr = event.new
+        elif kind == "paused":
+            run.state = "paused"
+            run.step = event.step
+        elif kind == "resumed":
+            run.state = "running"
+        elif kind == "warning":
+            run.warning = event.message
+            up.warnings.append(event.message)
+        elif kind == "run_started":
+            up.started = event
+            up.ended = None  # a resumed run goes on after its earlier end
+            if event.start_step > 0:
+                self._truncate(up, event.start_step)
+            self._started(event)
+        elif kind == "finished":
+            run.state = event.status
+            run.step = event.step
+            run.summary = dict(event.summary)
+            run.take_summary(run.summary)
+            run.reason = str(event.summary.get("reason", "")) if event.status == \
+                "diverged" else ""
+            self.dead.ended = True
+            up.ended = event
+        elif kind in ("failed", "gone"):
+            run.state = "failed" if kind == "failed" else "killed"
+            run.reason = event.reason
+            self.dead.ended = True
+            up.ended = event
+
+    def _history(self, history: Any, up: Update) -> None:
+        """A History event (a FollowHandle in summary mode puts it first): the curve goes to
+        the screen as it is; the events it keeps (the last of each kind) set the state."""
+        up.history = history
+        run = self.run
+        inner = Update()  # apart: a resumed run's start in the history cuts nothing
+        for event in history.events:
+            self._one(event, inner)
+        # the curve holds the epochs: only the newest epoch's event would add a point twice
+        up.started = inner.started or up.started
+        up.params = inner.params or up.params
+        up.all_params.extend(inner.all_params)
+        up.fit = inner.fit or up.fit
+        up.lr_changes.extend(inner.lr_changes)
+        up.warnings.extend(inner.warnings)
+        up.ended = inner.ended
+        run.step = max(run.step, history.last_step)
+        run.epoch = max(run.epoch, history.epochs[-1] if history.epochs else 0)
+        if history.lr:  # the lr of the newest steps
+            run.lr = history.lr[-1]
+        vals = [v for v in history.val_loss if v is not None and math.isfinite(v)]
+        if vals:
+            run.val_loss = vals[-1]
+            run.best_val_loss = min(vals)
+        accs = [a for a in history.metrics.get("accuracy", ()) if math.isfinite(a)]
+        if accs:
+            run.accuracy = accs[-1]
+            run.best_accuracy = max(accs)
+        if run.summary:
+            run.take_summary(run.summary)
 
     @staticmethod
     def _truncate(up: Update, step: int) -> None:

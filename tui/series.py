@@ -2,7 +2,9 @@
 
 `DecimatedSeries` keeps the whole run in at most `capacity` buckets of equal width (in
 steps); when it fills up, neighbouring buckets merge pairwise and the width doubles, so an
-append costs O(1) amortised. `RecentWindow` keeps the last `size` raw points.
+append costs O(1) amortised; `load` starts it from a run's pre-decimated summary (min, max
+and mean per bucket), so opening a run costs the same at any length. `RecentWindow` keeps
+the last `size` raw points.
 """
 
 from __future__ import annotations
@@ -77,6 +79,32 @@ class DecimatedSeries:
                 values.pop()
         self._open = bool(self._n) and self._n[-1] < self.width
 
+    def load(self, ends: Sequence[int], mins: Sequence[float], maxs: Sequence[float],
+             means: Sequence[float], per_point: int) -> None:
+        """Replace the series by pre-decimated buckets (a run's summary): bucket i holds the
+        steps after ends[i - 1] up to ends[i] (from step 1), `per_point` of them (the last
+        maybe fewer), with their min, max and mean (NaN: no finite value). Merged pairwise
+        until they fit the capacity; appends go on after the last end."""
+        self.clear()
+        prev = 0
+        for end, lo, hi, mean in zip(ends, mins, maxs, means, strict=True):
+            n = int(end) - prev
+            if n <= 0:
+                continue
+            finite = math.isfinite(mean)
+            self._x.append(n * (prev + 1 + end) / 2)
+            self._n.append(n)
+            self._sum.append(mean * n if finite else 0.0)
+            self._cnt.append(n if finite else 0)
+            self._min.append(lo if math.isfinite(lo) else math.inf)
+            self._max.append(hi if math.isfinite(hi) else -math.inf)
+            self.total += n
+            prev = int(end)
+        self.width = max(1, int(per_point))
+        while len(self._n) > self.capacity:
+            self._merge_pairs()
+        self._open = bool(self._n) and self._n[-1] < self.width
+
     def _merge_pairs(self) -> None:
         def pairs(values: list, fn) -> list:
             return [fn(values[i], values[i + 1]) for i in range(0, len(values) - 1, 2)]
@@ -102,8 +130,11 @@ class DecimatedSeries:
             xs, ys = downsample(xs, ys, max_points)
         return xs, ys
 
-    def envelope(self) -> tuple[list[float], list[float], list[float]]:
-        """(x, min y, max y) per bucket that holds finite values."""
+    def envelope(self, max_points: int | None = None
+                 ) -> tuple[list[float], list[float], list[float]]:
+        """(x, min y, max y) per bucket that holds finite values; with `max_points`, groups
+        of consecutive buckets merged (min of mins, max of maxes) so at most that many
+        remain: a one-step spike stays in the max however far it is merged."""
         xs, lo, hi = [], [], []
         for xsum, n, c, mn, mx in zip(self._x, self._n, self._cnt, self._min, self._max,
                                       strict=True):
@@ -111,6 +142,12 @@ class DecimatedSeries:
                 xs.append(xsum / n)
                 lo.append(mn)
                 hi.append(mx)
+        if max_points is not None and 0 < max_points < len(xs):
+            group = math.ceil(len(xs) / max_points)
+            xs = [sum(xs[i : i + group]) / len(xs[i : i + group])
+                  for i in range(0, len(xs), group)]
+            lo = [min(lo[i : i + group]) for i in range(0, len(lo), group)]
+            hi = [max(hi[i : i + group]) for i in range(0, len(hi), group)]
         return xs, lo, hi
 
 

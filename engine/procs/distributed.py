@@ -109,6 +109,13 @@ class ShardedData:
             idx = idx_all[i * b : (i + 1) * b]
             yield self.data.x[idx], self.data.y[idx]
 
+    @property
+    def has_test(self) -> bool:
+        return self.data.has_test
+
+    def eval_batches(self, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        return self.data.eval_batches(batch_size)  # rank 0 evaluates the whole test split
+
     def state(self) -> dict[str, Any]:
         return {}
 

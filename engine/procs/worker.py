@@ -71,6 +71,8 @@ def worker_main() -> int:
     # watching before the parent hears of the run: a command sent right away is not missed
     watch_control_file(run_dir, trainer.control, stop)
     handshake({"ok": True, "run_dir": str(run_dir), "run_id": trainer.p.run.id}, run_dir)
+    if trainer.notice:
+        print(f"torchdeck: {trainer.notice}", flush=True)  # to worker.log
     result = trainer.run()
     stop.set()
     print(f"{result.type}: {result}", flush=True)

@@ -9,6 +9,7 @@ Files are written atomically (engine/checkpoint.py: temp file, fsync, os.replace
 from __future__ import annotations
 
 import copy
+import math
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -49,6 +50,8 @@ class Checkpointer:
 
     def improves(self, metric: float) -> bool:
         """Whether `metric` (a test loss) beats the best so far; it becomes the best if so."""
+        if metric != metric or metric in (math.inf, -math.inf):
+            return False
         if self.best is None or metric < self.best:
             self.best = metric
             return True
@@ -84,17 +87,24 @@ class Checkpointer:
         """Write `kind` (last or best), then call `saved(kind, path)`. With last, best.pt
         follows where the rule is the epoch loss and it improved (the same payload)."""
         path = self.paths()[kind]
+        epoch_loss = payload["progress"]["last_epoch_loss"]
+        better = (
+            kind == "last"
+            and not self.best_by_eval
+            and isinstance(epoch_loss, float)
+            and self.improves(epoch_loss)
+        )
+        # the best so far travels in every checkpoint (last.pt too), decided before the
+        # write: a resumed session compares against it, never against nothing
+        payload["progress"]["best"] = self.best
         save_checkpoint(path, payload)
         saved(kind, path)
         if kind != "last":
             return
         self.last_t = time.perf_counter()
-        epoch_loss = payload["progress"]["last_epoch_loss"]
-        if not self.best_by_eval and epoch_loss is not None and epoch_loss == epoch_loss:
-            if self.best is None or epoch_loss < self.best:
-                self.best = epoch_loss
-                save_checkpoint(self.p.run.best_ckpt, payload)
-                saved("best", self.p.run.best_ckpt)
+        if better:
+            save_checkpoint(self.p.run.best_ckpt, payload)
+            saved("best", self.p.run.best_ckpt)
 
     def restore(self, ckpt: dict[str, Any]) -> dict[str, Any]:
         """Weights, optimiser, data and RNG streams from a checkpoint; returns its progress."""

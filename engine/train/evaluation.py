@@ -11,25 +11,30 @@ from engine.exprs import evaluate as evaluate_expr
 
 
 def evaluate(p: PreparedRun, batch_size: int) -> tuple[float, dict[str, float]]:
-    """Mean loss per sample on the test split, and accuracy for classification (one sync)."""
-    x, y = p.data.x_test, p.data.y_test
+    """Mean loss per sample on the test split, and accuracy for classification (one sync).
+    The split comes in batches from the data (resident slices, or a stream)."""
     classification = p.config["task"] == "classification"
     p.model.eval()
-    total = x.new_zeros((), dtype=torch.float64)
-    correct = x.new_zeros((), dtype=torch.int64)
+    total = correct = None
+    n = 0
     with torch.no_grad():
-        for i in range(0, len(x), batch_size):
-            out = p.model(x[i : i + batch_size])
-            yb = y[i : i + batch_size]
+        for xb, yb in p.data.eval_batches(batch_size):
+            if total is None:
+                total = xb.new_zeros((), dtype=torch.float64)
+                correct = xb.new_zeros((), dtype=torch.int64)
+            out = p.model(xb)
             total += p.loss_fn(out, yb).double() * len(yb)
             if classification:
                 correct += (out.argmax(dim=1) == yb).sum()
+            n += len(yb)
     p.model.train()
+    if total is None:
+        return float("nan"), {}
     total_f, correct_i = torch.stack([total, correct.double()]).tolist()
     metrics = {}
     if classification:
-        metrics["accuracy"] = correct_i / len(x)
-    return total_f / len(x), metrics
+        metrics["accuracy"] = correct_i / n
+    return total_f / n, metrics
 
 
 def report_values(p: PreparedRun) -> dict[str, Any]:

@@ -14,6 +14,7 @@ one host sync). The parts, each in its own module:
 
 from __future__ import annotations
 
+import errno
 import math
 import time
 from collections.abc import Callable, Iterable
@@ -39,6 +40,23 @@ INITIAL_SNAPSHOT_MAX = 10_000_000  # parameters: keep the initial weights for th
 
 class _Stop(Exception):
     pass
+
+
+def lr_problem(value: Any) -> str:
+    """'' or why `value` cannot be a learning rate (the rule of --set optim.lr)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return f"expected a number > 0, got {type(value).__name__}"
+    if not math.isfinite(value) or value <= 0:
+        return "expected a finite number > 0"
+    return ""
+
+
+def one_line(err: BaseException) -> str:
+    """An error as one line; a full disk as 'no space left on device (<path>)'."""
+    if isinstance(err, OSError) and err.errno == errno.ENOSPC:
+        return f"no space left on device ({err.filename or 'unknown path'})"
+    text = f"{type(err).__name__}: {err}".strip()
+    return text.splitlines()[0] if text else type(err).__name__
 
 
 class Trainer:
@@ -69,7 +87,8 @@ class Trainer:
             self.total_steps = self.total_epochs * self.steps_per_epoch
         self.log_every = self.strategy.tick_every(train["log_every_s"])
         self.stats_every = train["stats_every_s"]
-        self.eval_cfg = prep.config.get("eval") if data.x_test is not None else None
+        has_test = getattr(data, "has_test", data.x_test is not None)
+        self.eval_cfg = prep.config.get("eval") if has_test else None
         self.writer = RunWriter(prep.run)
         self.losses = LossBuffer(self.strategy.reduce)
         self.ckpt = Checkpointer(prep, train["checkpoint_every_s"], self.eval_cfg is not None)
@@ -85,6 +104,8 @@ class Trainer:
         self._active_s = 0.0  # training time before the current segment (pauses excluded)
         self._segment_start = 0.0
         self._segment_step = 0
+        self._paused = False  # while paused, elapsed time stands still
+        self.notice: str | None = None  # one line for the user before the run (a restart)
 
     def run(self) -> ev.Event:
         """Train to the end (or until stopped); returns the Finished or Failed event."""
@@ -94,10 +115,13 @@ class Trainer:
                 return self._finish(self._loop())
             except Diverged as diverged:
                 return self._diverged(diverged)
-        except Exception as err:  # any failure inside training ends the run as failed
+        except (Exception, SystemExit) as err:  # any failure in training: the run failed
             return self._failed(err)
         finally:
-            self.writer.close()
+            try:
+                self.writer.close()
+            except OSError:  # the disk is full: the run ended failed, saying so
+                pass
 
     # --- the loop ---------------------------------------------------------------------------
     def _loop(self) -> str:
@@ -150,7 +174,7 @@ class Trainer:
         """Re-apply the recorded changes due before this step; returns the next one's step."""
         while self.scheduled and self.scheduled[0]["step"] == self.step:
             change = self.scheduled.pop(0)
-            self.set_lr(float(change["new"]))
+            self.set_lr(change.get("new"))
         return self.scheduled[0]["step"] if self.scheduled else -1
 
     def stats(self, before: list[torch.Tensor]) -> None:
@@ -169,7 +193,10 @@ class Trainer:
         self.writer.flush()
         if self.strategy.is_main and now - self._last_stats_t >= self.stats_every:
             self._stats_due = True
-        if self.ckpt.due(now):
+        # at an epoch's last step, end_epoch (next) writes last.pt once the epoch is closed:
+        # a checkpoint before that would hold the epoch open and log it twice on resume
+        epoch_ending = self.batch >= self.steps_per_epoch or self.step >= self.total_steps
+        if not epoch_ending and self.ckpt.due(now):
             self.save("last")
 
     def sync(self, now: float) -> None:
@@ -211,19 +238,20 @@ class Trainer:
         if flushed.losses:
             now = time.perf_counter()
             steps_per_s = (self.step - self._segment_step) / max(now - self._segment_start, 1e-9)
+            last = flushed.first_step + len(flushed.losses) - 1
             self.emit(
                 ev.StepMetrics(
                     first_step=flushed.first_step,
-                    epoch=min(self.epoch + 1, self.total_epochs),
+                    epoch=self.epoch_of(last),  # the epoch of its last step: one truth
                     losses=tuple(flushed.losses),
                     lr=self.lr(),
-                    elapsed_s=self._active_s + (now - self._segment_start),
+                    elapsed_s=self.elapsed(now),
                     samples_per_s=steps_per_s * self.global_batch,
                     steps_per_s=steps_per_s,
                 )
             )
-            for epoch, step, mean in flushed.epochs:
-                self._epoch_event(epoch, step, mean, None, {})
+        for epoch, step, mean in flushed.epochs:
+            self._epoch_event(epoch, step, mean, None, {})
         if flushed.diverged is not None:
             raise flushed.diverged
 
@@ -237,7 +265,7 @@ class Trainer:
         self.writer.flush()
         position = {"step": self.step, "epoch": self.epoch, "batch": self.batch}
         progress = {
-            "active_s": self._active_s + (time.perf_counter() - self._segment_start),
+            "active_s": self.elapsed(),
             "best_val_loss": self.best_val_loss,
             "last_epoch_loss": self.losses.last_epoch_loss,
             "final_loss": self.losses.final_loss,
@@ -259,7 +287,14 @@ class Trainer:
         elif command == "pause":
             self.pause()
 
-    def set_lr(self, value: float) -> None:
+    def set_lr(self, value: Any) -> None:
+        """A live lr change, checked like --set optim.lr: a bad value is a warning, ignored."""
+        problem = lr_problem(value)
+        if problem:
+            message = f"set_lr {value!r}: ignored: {problem}"
+            self.emit(ev.RunWarning(step=self.step, message=message))
+            return
+        value = float(value)
         self.flush_losses()  # the losses so far were made with the old rate
         old = self.lr()
         for group in self.p.optimizer.param_groups:
@@ -270,7 +305,7 @@ class Trainer:
         """Checkpoint, then wait for resume or stop, applying lr changes meanwhile. On ranks
         other than 0 the writes and events are no-ops (NullRunDir, no sinks)."""
         self.flush_losses()
-        self._active_s += time.perf_counter() - self._segment_start
+        self._active_s, self._paused = self.elapsed(), True
         self.save("last")
         self.emit(ev.Paused(step=self.step))
         self.writer.flush()
@@ -281,6 +316,7 @@ class Trainer:
             if command not in ("pause", "keepalive"):
                 self._apply(command, value)
         self._segment_start, self._segment_step = time.perf_counter(), self.step
+        self._paused = False
         self.emit(ev.Resumed(step=self.step))
 
     # --- start and end ----------------------------------------------------------------------
@@ -300,7 +336,13 @@ class Trainer:
         self.flush_losses()
         self.save("last")
         summary = self.summary()
-        report = report_values(self.p)
+        try:
+            report = report_values(self.p)
+        except Exception as err:  # a [report] line is not the run: warn, the run finished
+            report = {}
+            message = f"[report]: {one_line(err)}"
+            summary["report_error"] = message
+            self.emit(ev.RunWarning(step=self.step, message=message))
         if report:
             summary["report"] = report
         warning = nothing_learned_message(self.p, self._initial) if self.step else None
@@ -319,18 +361,29 @@ class Trainer:
             reason += f"; non-finite parameters now: {', '.join(bad)}"
         if self.p.run.last_ckpt.exists():
             reason += "; last.pt holds the last finite weights"
-        summary = {**self.summary(), "diverged_step": d.step, "reason": reason}
+        # one truth for the counters: the step that diverged and the epoch it belongs to
+        # (the loop may have run ahead of the last loss fetch)
+        summary = {
+            **self.summary(step=d.step),
+            "diverged_step": d.step,
+            "diverged_epoch": self.epoch_of(d.step),
+            "reason": reason,
+        }
         self.emit(ev.RunWarning(step=d.step, message=reason))
         return self._end(ev.Finished(status="diverged", step=d.step, summary=summary))
 
-    def _failed(self, err: Exception) -> ev.Event:
-        reason = f"{type(err).__name__}: {err}".strip().splitlines()[0]
+    def _failed(self, err: BaseException) -> ev.Event:
+        reason = one_line(err)
         try:
             self.flush_losses()
-        except Exception:  # the device may be unusable after the failure
+        except Exception:  # the device (or the disk) may be unusable after the failure
             self.losses.discard()
         summary = {**self.summary(), "reason": reason}
-        return self._end(ev.Failed(step=self.step, reason=reason, summary=summary))
+        event = ev.Failed(step=self.step, reason=reason, summary=summary)
+        self.writer.failed(event)  # as much of it as can still be written
+        for sink in self.sinks:
+            sink(event)
+        return event
 
     def _end(self, event: ev.Event) -> ev.Event:
         self.emit(event)  # the writer records the final status and summary in run.toml
@@ -364,16 +417,29 @@ class Trainer:
     def lr(self) -> float:
         return float(self.p.optimizer.param_groups[0]["lr"])
 
-    def summary(self) -> dict[str, Any]:
-        elapsed = self._active_s + (time.perf_counter() - self._segment_start)
+    def elapsed(self, now: float | None = None) -> float:
+        """Training time so far, pauses excluded."""
+        if self._paused:
+            return self._active_s
+        return self._active_s + ((now or time.perf_counter()) - self._segment_start)
+
+    def epoch_of(self, step: int) -> int:
+        """The epoch (1-based) that step `step` (1-based) belongs to."""
+        return min(max(step - 1, 0) // self.steps_per_epoch + 1, self.total_epochs)
+
+    def summary(self, step: int | None = None) -> dict[str, Any]:
+        """`step`: where the run ended, if not at self.step (a divergence found later)."""
+        elapsed = self.elapsed()
+        steps = self.step if step is None else step
+        epochs = self.epoch if step is None else (step - 1) // self.steps_per_epoch
         out: dict[str, Any] = {
             "final_loss": self.losses.final_loss,
             "epoch_loss": self.losses.last_epoch_loss,
             "best_val_loss": self.best_val_loss,
-            "steps": self.step,
-            "epochs": self.epoch,
+            "steps": steps,
+            "epochs": epochs,
             "duration_s": round(elapsed, 3),
-            "samples_per_s": round(self.step * self.global_batch / max(elapsed, 1e-9), 1),
+            "samples_per_s": round(steps * self.global_batch / max(elapsed, 1e-9), 1),
         }
         if "accuracy" in self.last_metrics:
             out["test_accuracy"] = self.last_metrics["accuracy"]
@@ -408,4 +474,5 @@ class Trainer:
             lr=self.lr(),
             config=p.config,
             param_shapes={n: list(t.shape) for n, t in p.model.named_parameters()},
+            data=getattr(p.data, "summary", "") or getattr(p.data, "path", ""),
         )

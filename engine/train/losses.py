@@ -60,7 +60,13 @@ class LossBuffer:
         """Fetch the pending losses (the host sync, once per interval); None if there are
         none. A non-finite loss ends the batch there and is reported as `diverged`."""
         if not self.pending:
-            return None
+            if not self.ended:
+                return None
+            # epochs that ended after the last fetch (the final flush fell on their last
+            # step): close them now, or the final epoch's event is lost
+            out = Flushed(self.flushed_step + 1, [])
+            out.epochs = self._take([], out.first_step)
+            return out
         stacked = torch.stack(self.pending)
         if self.reduce is not None:
             stacked = self.reduce(stacked)
@@ -80,18 +86,26 @@ class LossBuffer:
     def _take(self, values: list[float], first: int) -> list[tuple[int, int, float]]:
         """Count fetched losses into their epochs; close the epochs that ended among them."""
         self.flushed_step += len(values)
-        self.final_loss = values[-1]
+        if values:
+            self.final_loss = values[-1]
         closed, pos = [], 0
         for epoch, end_step in self.ended:
-            upto = end_step - first + 1
-            self.epoch_sum += sum(values[pos:upto])
-            self.epoch_count += upto - pos
+            upto = max(end_step - first + 1, pos)
+            self._add(values[pos:upto])
             pos = upto
             closed.append((epoch, end_step, self.close_epoch()))
         self.ended.clear()
-        self.epoch_sum += sum(values[pos:])
-        self.epoch_count += len(values) - pos
+        self._add(values[pos:])
         return closed
+
+    def _add(self, values: list[float]) -> None:
+        """Add losses to the epoch's sum one by one, in step order: the sum is the same
+        whichever way the steps fell into fetches (sum(chunk) would group them)."""
+        total = self.epoch_sum
+        for v in values:
+            total += v
+        self.epoch_sum = total
+        self.epoch_count += len(values)
 
     def close_epoch(self) -> float:
         """The mean loss of the epoch counted so far, which then starts afresh."""

@@ -70,8 +70,14 @@ class DDP:
         """Give `prep` this rank's share of the data and the DDP-wrapped model."""
         from torch.nn.parallel import DistributedDataParallel
 
+        from engine.errors import ConfigError
         from engine.procs.distributed import ShardedData
 
+        if getattr(prep.data, "path", "resident") == "streaming":
+            raise ConfigError(
+                "--nproc: this data streams through a DataLoader, which is not sharded across "
+                "processes yet; train it in one process, or set data.resident = true"
+            )
         prep.data = ShardedData(prep.data, ctx)
         device_ids = [ctx.local_rank] if ctx.backend == "nccl" else None
         prep.train_model = DistributedDataParallel(prep.model, device_ids=device_ids)

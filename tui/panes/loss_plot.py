@@ -14,6 +14,7 @@ changed. Redraw cost depends on the widget's size, not on the run's length.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from rich.text import Text
@@ -57,6 +58,33 @@ class LossModel:
     def add_losses(self, first_step: int, losses: tuple[float, ...]) -> None:
         self.train.extend(first_step, losses)
         self.recent.extend(first_step, losses)
+        self.version += 1
+
+    def load_history(self, history: Any) -> None:
+        """Draw a run's summarised past (an engine History event): the loss buckets (min,
+        max and mean of each), the newest raw steps for the recent view, the lr at its
+        changes, the validation loss and accuracy per epoch."""
+        self.train.load(history.steps, history.loss_min, history.loss_max, history.loss_mean,
+                        history.per_point)
+        self.recent.clear()
+        if history.tail_steps:
+            self.recent.extend(history.tail_steps[0], history.tail_losses)
+        self.lr.clear()
+        lr_points = list(zip(history.lr_steps, history.lr, strict=True))
+        for i, (step, lr) in enumerate(lr_points):
+            self.lr.append(step, lr)
+            end = lr_points[i + 1][0] - 1 if i + 1 < len(lr_points) else history.last_step
+            if end > step:  # the lr holds until the next change: a step line
+                self.lr.append(end, lr)
+        self.val.clear()
+        self.acc.clear()
+        accuracy = history.metrics.get("accuracy", ())
+        for i, step in enumerate(history.epoch_steps):
+            val = history.val_loss[i] if i < len(history.val_loss) else None
+            if val is not None:
+                self.val.append(step, val)
+            if i < len(accuracy) and math.isfinite(accuracy[i]):
+                self.acc.append(step, accuracy[i])
         self.version += 1
 
     def truncate(self, step: int) -> None:
@@ -110,15 +138,24 @@ class LossModel:
         view = f"last {self.window}" if self.recent_only else "all"
         return f"[c]Loss [v]{view} [g]{scale} [m]smooth {self.smoothing:g}"
 
-    def render(self, width: int, height: int) -> Text:
+    @property
+    def shows_envelope(self) -> bool:
+        """Whether the loss view draws the min/max envelope: where the whole-run series is
+        decimated (more than one step per bucket), so that a spike a mean would hide shows."""
+        return self.view == "loss" and not self.recent_only and self.train.width > 1
+
+    def loss_traces(self, width: int) -> list[Trace]:
+        """The loss view's traces for a plot `width` cells wide (envelope first)."""
         max_points = max(2 * width, 16)  # the hd marker has two sub-columns per cell
-        if self.view != "loss":
-            return self._render_other(width, height, max_points)
         source = self.recent if self.recent_only else self.train
         xs, ys = source.points(max_points)
         if not xs:
-            return Text("no losses yet: pick a preset and press s to start", style="dim")
+            return []
         traces = []
+        if self.shows_envelope:
+            ex, lo, hi = self.train.envelope(max_points)
+            traces.append(Trace(ex, hi, "dim", label="max"))
+            traces.append(Trace(ex, lo, "dim", label="min"))
         if self.smoothing > 0:
             traces.append(Trace(xs, ys, "grey"))
             traces.append(Trace(xs, smooth(ys, self.smoothing), "blue"))
@@ -130,6 +167,14 @@ class LossModel:
             pairs = [(x, y) for x, y in zip(vx, vy, strict=True) if x >= first]
             if pairs:
                 traces.append(Trace([p[0] for p in pairs], [p[1] for p in pairs], "yellow"))
+        return traces
+
+    def render(self, width: int, height: int) -> Text:
+        if self.view != "loss":
+            return self._render_other(width, height, max(2 * width, 16))
+        traces = self.loss_traces(width)
+        if not traces:
+            return Text("no losses yet: pick a preset and press s to start", style="dim")
         return render_plot(traces, width, height, log_y=self.log_y, markers=self.lr_marks)
 
     def _render_other(self, width: int, height: int, max_points: int) -> Text:
@@ -168,6 +213,8 @@ class LossPlot(Widget, can_focus=True):
         if model.view == "loss":
             legend = "[$text-muted]━[/] raw  [$primary]━[/] smoothed" if model.smoothing else \
                 "[$primary]━[/] train"
+            if model.shows_envelope:
+                legend = "[$text-muted]┄[/] min/max  " + legend
             if len(model.val):
                 legend += "  [$warning]━[/] val"
         else:

@@ -8,8 +8,10 @@ into the panes at once (cheap), and the panes redraw when the controller says so
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 from textual import work
@@ -212,6 +214,8 @@ class MainScreen(Screen):
             except (KeyError, TypeError, ValueError) as err:  # an older run's partial config
                 self.say(f"cannot show the run's config in the form: {user_message(err)}")
         model = plot.model
+        if up.history is not None:
+            self._take_history(up.history)
         for first, losses in up.losses:
             model.add_losses(first, losses)
         for last, lr in up.lrs:
@@ -245,6 +249,19 @@ class MainScreen(Screen):
         for warning in up.warnings:
             if warning != ended_reason:  # a diverged run's reason: its dialog says it
                 self.notify(warning, severity="warning", timeout=15)
+
+    def _take_history(self, history: Any) -> None:
+        """A run's summarised past (opening a run of any length): the loss curve, lr and
+        epochs at once, in as many points as the summary holds."""
+        model, fit = self.loss_plot.model, self.fit_view
+        model.load_history(history)
+        accuracy = history.metrics.get("accuracy", ())
+        for i, (epoch, train_loss) in enumerate(zip(history.epochs, history.train_loss,
+                                                    strict=True)):
+            acc = accuracy[i] if i < len(accuracy) and math.isfinite(accuracy[i]) else None
+            fit.add_epoch(SimpleNamespace(epoch=epoch, train_loss=train_loss,
+                                          metrics={} if acc is None else {"accuracy": acc}))
+        self._dirty.update(("loss-plot", "fit-view"))
 
     def redraw(self) -> None:
         """Show what changed since the last redraw: plots, inspector, status line."""
