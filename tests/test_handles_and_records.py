@@ -127,3 +127,32 @@ def test_jobs_cross_processes_as_plain_json():
         as_dict = job_to_dict(job)
         assert isinstance(as_dict["action"], str)
         assert job_from_dict(as_dict) == job
+
+
+def test_a_worker_whose_parent_is_gone_before_the_handshake_still_trains(runs_dir):
+    """The app's terminal closes while the run is being prepared: nobody reads the worker's
+    reply (a broken pipe), and the run trains to its end all the same."""
+    import json
+    import time
+
+    from engine.presets import resolve_config
+
+    request = {"job": job_to_dict(TrainJob(resolve_config("neuron-linear"), str(runs_dir)))}
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the parent is gone: writing the reply breaks the pipe
+    proc = subprocess.Popen([sys.executable, "-m", "engine.procs.worker"],
+                            stdin=subprocess.PIPE, stdout=write_end, stderr=subprocess.DEVNULL)
+    os.close(write_end)
+    try:
+        proc.communicate(json.dumps(request).encode(), timeout=120)
+        deadline = time.monotonic() + 60
+        while not list(runs_dir.glob("*/run.toml")):
+            assert time.monotonic() < deadline, "no run folder"
+            time.sleep(0.1)
+        run_dir = next(runs_dir.glob("*/run.toml")).parent
+        assert RunDir(run_dir).record().status is RunStatus.FINISHED
+        assert proc.returncode == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

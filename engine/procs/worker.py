@@ -44,8 +44,13 @@ def watch_control_file(run_dir: Path, control: Any, stop: threading.Event) -> th
 
 def handshake(reply: dict[str, Any], log_dir: Path | None = None) -> None:
     """Tell the parent (`spawn`) how the start went, in one JSON line; after a good start,
-    stdout and stderr go to the run's worker.log and stdin comes from /dev/null."""
-    print(json.dumps(reply), flush=True)
+    stdout and stderr go to the run's worker.log and stdin comes from /dev/null. A parent
+    that is gone already (its terminal closed while the run was being prepared) does not
+    stop the run: the reply is dropped and training goes on."""
+    try:
+        print(json.dumps(reply), flush=True)
+    except OSError:  # BrokenPipeError: nobody is reading the reply any more
+        pass
     if log_dir is None:
         return
     log = os.open(log_dir / LOG_FILE, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
