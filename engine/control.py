@@ -9,16 +9,11 @@ import queue
 from typing import Any
 
 
-class Control:
-    """Commands for a running loop, safe to send from any thread."""
-
-    def __init__(self) -> None:
-        self._queue: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
-        self.pending = False
+class Commands:
+    """pause / resume / stop / set_lr, each one `send` (a Control, and every run handle)."""
 
     def send(self, command: str, value: Any = None) -> None:
-        self._queue.put((command, value))
-        self.pending = True
+        raise NotImplementedError
 
     def pause(self) -> None:
         self.send("pause")
@@ -31,6 +26,18 @@ class Control:
 
     def set_lr(self, lr: float) -> None:
         self.send("set_lr", float(lr))
+
+
+class Control(Commands):
+    """Commands for a running loop, safe to send from any thread."""
+
+    def __init__(self) -> None:
+        self._queue: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
+        self.pending = False
+
+    def send(self, command: str, value: Any = None) -> None:
+        self._queue.put((command, value))
+        self.pending = True
 
     def drain(self) -> list[tuple[str, Any]]:
         self.pending = False

@@ -230,7 +230,7 @@ def check_gradients(config: dict[str, Any], batch: int = BATCH) -> GradReport:
     model.zero_grad(set_to_none=True)
     loss = loss_fn(model(x), y)
     loss.backward()
-    report = GradReport(config["name"], len(x), loss.item())
+    report = GradReport(config["name"], len(x), loss.item())  # item-ok: once, not per step
     for name, p in params.items():
         auto = p.grad if p.grad is not None else torch.zeros_like(p)
         idx = _sample(p.numel())

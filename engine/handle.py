@@ -20,6 +20,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any, Protocol
 
+from engine.control import Commands
 from engine.events import TERMINAL, Event, ProcessGone
 from engine.rundir import EVENTS_FILE, EventTail, RunDir
 
@@ -110,26 +111,7 @@ class _EventBuffer:
             await self._ready.wait()
 
 
-class _Commands:
-    """pause / resume / stop / set_lr, each one `send`."""
-
-    def send(self, command: str, value: Any = None) -> None:
-        raise NotImplementedError
-
-    def pause(self) -> None:
-        self.send("pause")
-
-    def resume(self) -> None:
-        self.send("resume")
-
-    def stop(self) -> None:
-        self.send("stop")
-
-    def set_lr(self, lr: float) -> None:
-        self.send("set_lr", float(lr))
-
-
-class LocalHandle(_Commands):
+class LocalHandle(Commands):
     """A run trained by a thread of this process. Commands are safe from any thread."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
@@ -188,7 +170,7 @@ class LocalHandle(_Commands):
         """Nothing to let go of: the run goes on until it ends or is stopped."""
 
 
-class FollowHandle(_Commands):
+class FollowHandle(Commands):
     """Follows a run through its folder: the whole history so far, then live events, then
     the end (a final event, or ProcessGone when the process died without one).
 

@@ -64,6 +64,20 @@ def _drop_none(value: Any) -> Any:
     return value
 
 
+def new_folder(parent: Path, name: str, when: datetime) -> Path:
+    """Make `parent/<UTC yyyymmdd-HHMMSS>-<name>` (or `...-N` where that exists) and return
+    it. FileExistsError(base name) when 999 such names are taken; other OSErrors as they come."""
+    base = f"{when.strftime('%Y%m%d-%H%M%S')}-{_safe(name)}"
+    for n in range(1, 1000):
+        path = parent / (base if n == 1 else f"{base}-{n}")
+        try:
+            path.mkdir()
+            return path
+        except FileExistsError:
+            continue
+    raise FileExistsError(base)
+
+
 class RunDir:
     """One run's folder: `RunDir.create` makes a new one, `RunDir(path)` opens one."""
 
@@ -98,20 +112,14 @@ class RunDir:
         except OSError as err:
             raise RunDirError(f"runs folder {runs_dir}: cannot create it: {err.strerror}") from None
         started = utc_now()
-        base = f"{started.strftime('%Y%m%d-%H%M%S')}-{_safe(preset)}"
-        for n in range(1, 1000):
-            path = runs_dir / (base if n == 1 else f"{base}-{n}")
-            try:
-                path.mkdir()
-                break
-            except FileExistsError:
-                continue
-            except OSError as err:
-                raise RunDirError(
-                    f"runs folder {runs_dir}: cannot write to it: {err.strerror}"
-                ) from None
-        else:
-            raise RunDirError(f"runs folder {runs_dir}: too many runs named {base}")
+        try:
+            path = new_folder(runs_dir, preset, started)
+        except FileExistsError as err:
+            raise RunDirError(f"runs folder {runs_dir}: too many runs named {err}") from None
+        except OSError as err:
+            raise RunDirError(
+                f"runs folder {runs_dir}: cannot write to it: {err.strerror}"
+            ) from None
         run = cls(path)
         try:
             run.checkpoints.mkdir()

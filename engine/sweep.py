@@ -278,7 +278,7 @@ def locked(path: Path) -> Iterator[Sweep]:
 
 def create_sweep(plan: SweepPlan) -> Sweep:
     """Write a new sweep folder for a plan (all combinations waiting)."""
-    from engine.rundir import _safe
+    from engine.rundir import new_folder
 
     root = plan.runs_dir / SWEEPS_DIR
     try:
@@ -288,18 +288,12 @@ def create_sweep(plan: SweepPlan) -> Sweep:
             f"runs folder {plan.runs_dir}: cannot create {root}: {err.strerror}"
         ) from None
     created = utc_now()
-    base = f"{created.strftime('%Y%m%d-%H%M%S')}-{_safe(plan.config['name'])}"
-    for n in range(1, 1000):
-        path = root / (base if n == 1 else f"{base}-{n}")
-        try:
-            path.mkdir()
-            break
-        except FileExistsError:
-            continue
-        except OSError as err:
-            raise SweepError(f"{root}: cannot write to it: {err.strerror}") from None
-    else:
-        raise SweepError(f"{root}: too many sweeps named {base}")
+    try:
+        path = new_folder(root, plan.config["name"], created)
+    except FileExistsError as err:
+        raise SweepError(f"{root}: too many sweeps named {err}") from None
+    except OSError as err:
+        raise SweepError(f"{root}: cannot write to it: {err.strerror}") from None
     meta = {
         "sweep": {
             "id": path.name,
