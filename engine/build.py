@@ -20,6 +20,7 @@ from engine.losses import LOSSES, LossFn
 from engine.models import build_model, user_error
 from engine.optim import build_optimizer
 from engine.rundir import RunDir, default_runs_dir
+from engine.train.recipe import check_recipe, prepare_model
 
 
 @dataclass
@@ -43,11 +44,13 @@ def build_parts(config: dict[str, Any], device_option: str = "[train] device"):
     data = build_data(config, device)
     torch.manual_seed(train["seed"])
     model = build_model(config["model"]).to(device=device, dtype=DTYPES[train["dtype"]])
+    model = prepare_model(model, config)  # channels-last where asked
     if not any(p.requires_grad for p in model.parameters()):
         raise ConfigError("[model] has no parameters to train")
     optimizer = build_optimizer(model.parameters(), config["optim"])
     loss_fn = LOSSES[train["loss"]]
     check_model_fits(model, data, loss_fn)
+    check_recipe(config, device, data, model)
     return device, data, model, optimizer, loss_fn
 
 

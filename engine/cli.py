@@ -293,6 +293,11 @@ def _check_distributed(args: argparse.Namespace, config: dict, device_name: str)
         raise ConfigError(f"--nnodes {args.nnodes}: expected 1 or more machines")
     if config["data"]["source"] == "teacher":
         raise ConfigError("--nproc: the teacher stream draws its batches in one process only")
+    plateau = (config.get("schedule") or {}).get("name") == "plateau" and config.get("eval")
+    if config.get("early_stop") or plateau:  # only rank 0 evaluates
+        raise ConfigError(
+            "--nproc: [early_stop] and a [schedule] plateau on [eval] need one process"
+        )
     per_rank_batch(config["train"]["batch_size"], args.nproc * args.nnodes)
     if resolve_device(device_name, "--device").type == "mps":
         raise ConfigError("--nproc: distributed training runs on cuda (nccl) or cpu (gloo)")

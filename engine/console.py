@@ -13,28 +13,19 @@ the latest one; the last epoch always), and between epochs a step line every `ev
 
 from __future__ import annotations
 
-import math
 import sys
 import time
 from collections.abc import Callable
 from typing import TextIO
 
 from engine import events as ev
+from engine.rate import RateMeter, clock
 
 
 def fmt(value: float | None, digits: int = 6) -> str:
     if value is None:
         return "-"
     return f"{value:.{digits}g}"
-
-
-def clock(seconds: float | None) -> str:
-    """0:04, 12:31, 3:02:11."""
-    if seconds is None or not math.isfinite(seconds):
-        return "-"
-    s = int(max(seconds, 0))
-    h, rest = divmod(s, 3600)
-    return f"{h}:{rest // 60:02d}:{rest % 60:02d}" if h else f"{rest // 60}:{rest % 60:02d}"
 
 
 class ConsolePrinter:
@@ -63,6 +54,7 @@ class ConsolePrinter:
         self.last_epoch: ev.EpochEnd | None = None
         self.last_val: ev.EpochEnd | None = None  # the last epoch with an evaluation
         self._epoch_printed = True
+        self.rate = RateMeter()  # pauses and the first steps' warm-up left out
 
     def line(self, text: str) -> None:
         if self.write is not None:
@@ -76,10 +68,16 @@ class ConsolePrinter:
             f"step {event.last_step}/{self.total_steps}",
             f"epoch {event.epoch}/{self.total_epochs}",
             f"loss {fmt(event.losses[-1], 4)}",
-            f"{event.steps_per_s:,.0f} steps/s",
         ]
-        if event.steps_per_s > 0 and self.total_steps > event.last_step:
-            parts.append(f"ETA {clock((self.total_steps - event.last_step) / event.steps_per_s)}")
+        if self.rate.empty:  # not fed the run's flushes (`show` of a live run): its figure
+            rate = event.steps_per_s if event.steps_per_s > 0 else None
+        else:  # from the second flush on: the first holds the warm-up
+            rate = self.rate.steps_per_s
+        if rate is not None:
+            parts.append(f"{rate:,.0f} steps/s")
+            if self.total_steps > event.last_step:
+                eta = (self.total_steps - event.last_step) / rate
+                parts.append(f"ETA {clock(eta)}")
         return "  ".join(parts)
 
     def epoch_line(self, event: ev.EpochEnd) -> str:
@@ -127,6 +125,7 @@ class ConsolePrinter:
         if isinstance(event, ev.RunStarted):
             self.total_steps, self.total_epochs = event.total_steps, event.total_epochs
             self.step, self.lr = event.start_step, event.lr
+            self.rate.reset()
             self.line(
                 f"run {event.run_id}: {event.preset} on {event.device}, "
                 f"{event.total_steps} steps ({event.total_epochs} epochs of "
@@ -134,6 +133,8 @@ class ConsolePrinter:
             )
             if event.data.startswith("data:"):  # the user's own data: resident or streaming
                 self.line(event.data)
+            if recipe_line(event.config, event.batch_size):
+                self.line(recipe_line(event.config, event.batch_size))
             if event.start_step:
                 self.line(f"resuming at step {event.start_step} (epoch {event.start_epoch + 1})")
         elif isinstance(event, ev.EpochEnd):
@@ -148,6 +149,7 @@ class ConsolePrinter:
                 self._flush_epoch()
         elif isinstance(event, ev.StepMetrics):
             self.step, self.lr, self.elapsed_s = event.last_step, event.lr, event.elapsed_s
+            self.rate.add(event.elapsed_s, event.last_step)
             now = time.monotonic()
             if self.step_lines and (now >= self._next_step or event.last_step >= self.total_steps):
                 self._next_step = now + self.every_s
@@ -164,7 +166,15 @@ class ConsolePrinter:
             self.line(f"WARNING: {event.message}")
         elif isinstance(event, ev.Finished):
             self._flush_epoch()
-            self.line(f"{event.status} after {event.step} steps")
+            summary = event.summary
+            if event.status == "diverged" and isinstance(summary.get("diverged_step"), int):
+                epoch = summary.get("diverged_epoch")  # one truth: the run record's counters
+                where = f", epoch {epoch}/{self.total_epochs}" if isinstance(epoch, int) else ""
+                self.line(f"diverged at step {summary['diverged_step']}{where}")
+            else:
+                self.line(f"{event.status} after {event.step} steps")
+            if summary.get("stopped_early"):
+                self.line(f"{summary['stopped_early']}; the model is best.pt's")
             self._summary(event.summary)
         elif isinstance(event, ev.Failed):
             self._flush_epoch()
@@ -184,5 +194,33 @@ class ConsolePrinter:
             if key == "report":
                 for name, v in value.items():
                     self.line(f"  {name} = {v}")
-            elif key not in ("warning", "reason"):
+            elif key not in ("warning", "reason", "stopped_early"):
                 self.line(f"  {key} = {fmt(value) if isinstance(value, float) else value}")
+
+
+def recipe_line(config: dict, batch: int) -> str:
+    """'recipe: ...' for a run that uses any recipe key (schedule, accumulation, clipping,
+    precision, compile, channels-last, early stopping), or ''."""
+    if not isinstance(config, dict):
+        return ""
+    train, parts = config.get("train", {}), []
+    schedule = config.get("schedule")
+    if isinstance(schedule, dict) and (schedule.get("name") != "constant"
+                                       or schedule.get("warmup_steps")):  # fmt: skip
+        warm = schedule.get("warmup_steps")
+        parts.append(f"schedule {schedule.get('name')}" + (f" (warm-up {warm})" if warm else ""))
+    k = train.get("accumulate", 1)
+    if isinstance(k, int) and k > 1:
+        parts.append(f"accumulate {k}: effective batch {batch * k}")
+    if train.get("clip_grad_norm"):
+        parts.append(f"clip_grad_norm {train['clip_grad_norm']:g}")
+    if train.get("precision", "fp32") != "fp32":
+        parts.append(str(train["precision"]))
+    if train.get("compile"):
+        parts.append("compiled")
+    if train.get("channels_last"):
+        parts.append("channels_last")
+    early = config.get("early_stop")
+    if isinstance(early, dict):
+        parts.append(f"early stop on {early.get('metric')} (patience {early.get('patience')})")
+    return "recipe: " + ", ".join(parts) if parts else ""

@@ -22,7 +22,6 @@ batch), for either path.
 from __future__ import annotations
 
 import csv
-import importlib
 import math
 import os
 import random
@@ -38,6 +37,7 @@ from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset, default
 
 from engine.data import DTYPES, TensorData, epoch_seed
 from engine.errors import DataError
+from engine.user_code import import_user_module
 
 RESIDENT_FRACTION = 0.25  # of the available host memory (CPU, MPS)
 RESIDENT_FRACTION_CUDA = 0.5  # of the free device memory
@@ -209,6 +209,10 @@ class StreamData:
             num_workers=workers,
             pin_memory=self.pin_memory,
             prefetch_factor=self.prefetch if workers else None,
+            # Its own generator: a DataLoader iterator otherwise draws its base seed from the
+            # global RNG, which would move the model's dropout masks (batch seeds come from
+            # _BatchSet, so this seed is never used for the data).
+            generator=torch.Generator().manual_seed(0),
         )
 
     def _iterate(self, ds: Dataset, chunks: list[torch.Tensor], epoch: int, first: int):
@@ -561,7 +565,7 @@ def load_factory(data: dict[str, Any], task: str) -> Source:
     target = data["factory"]
     module_name, _, func_name = target.partition(":")
     try:
-        module = importlib.import_module(module_name)
+        module = import_user_module(module_name)
     except ImportError as err:
         raise DataError(f"[data] factory: cannot import {module_name!r}: {err}") from None
     func = getattr(module, func_name, None)
@@ -642,6 +646,7 @@ def _materialise(ds: Dataset, workers: int) -> tuple[torch.Tensor, torch.Tensor]
         _BatchSet(ds, list(torch.arange(n).split(512)), 0, -3, 0),
         batch_size=None,
         num_workers=workers,
+        generator=torch.Generator().manual_seed(0),
     )
     xs, ys = zip(*loader, strict=True)
     return torch.cat(xs), torch.cat(ys)

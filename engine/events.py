@@ -72,10 +72,23 @@ class StepMetrics(Event):
     elapsed_s: float
     samples_per_s: float
     steps_per_s: float
+    # the rate of each step, where a [schedule] moves it every step (lr: the last one's);
+    # empty (and left out of the log) where the rate held for the whole batch of steps
+    lrs: tuple[float, ...] = ()
 
     @property
     def last_step(self) -> int:
         return self.first_step + len(self.losses) - 1
+
+    def lr_at(self, i: int) -> float:
+        """The rate step first_step + i used."""
+        return self.lrs[i] if i < len(self.lrs) else self.lr
+
+    def to_dict(self) -> dict[str, Any]:
+        out = super().to_dict()
+        if not self.lrs:
+            out.pop("lrs")
+        return out
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,10 @@
     step rows   step, epoch, loss, lr                         (every logged training step)
     --epochs    epoch, step, train_loss, val_loss, <metrics: accuracy...>, lr, elapsed_s
 
+lr is the rate the step used (a [schedule] moves it every step: the log holds each step's,
+StepMetrics.lrs); an epoch's lr is its last step's; with clipping the epoch metrics hold
+`clipped`, the fraction of its optimizer steps that were clipped.
+
 CSV has a header line; JSON is JSON Lines: one object per line (null where a value is
 missing or not finite), so a reader can stream it too.
 
@@ -174,7 +178,7 @@ def iter_step_rows(run: RunDir) -> Iterator[tuple[int, int, float, float]]:
                 if step > limit:
                     break
                 epoch = (step - 1) // spe + 1 if spe > 0 else event.epoch
-                yield step, epoch, loss, event.lr
+                yield step, epoch, loss, event.lr_at(i)  # a [schedule]: each step's own
 
 
 def step_rows(run: RunDir) -> list[tuple[int, int, float, float]]:
@@ -187,14 +191,20 @@ def iter_epoch_rows(run: RunDir, plan: _Plan | None = None) -> Iterator[dict[str
     plan = plan or _plan(run)
     lr: float | None = None
     elapsed: float | None = None
+    recent: list[StepMetrics] = []
     for n, event in _events(run.path / EVENTS_FILE, plan.end):
         if isinstance(event, RunStarted):
             lr = event.lr
         elif isinstance(event, StepMetrics):
             lr, elapsed = event.lr, event.elapsed_s
+            recent = [*recent[-1:], event]  # an epoch's event may come a fetch later
         elif event.type == "hparam" and getattr(event, "key", "") == "optim.lr":
             lr = event.new  # type: ignore[attr-defined]
         elif isinstance(event, EpochEnd) and event.step <= plan.epoch_cuts.limit(n):
+            for steps in recent:  # a schedule: the rate of the epoch's last step
+                i = event.step - steps.first_step
+                if steps.lrs and 0 <= i < len(steps.lrs):
+                    lr = steps.lrs[i]
             row: dict[str, Any] = {
                 "epoch": event.epoch,
                 "step": event.step,

@@ -372,3 +372,42 @@ def cmd_gradcheck(preset: str, sets: Sequence[str], preset_dirs: Sequence[str]) 
         parts.append(f"custom autograd Function {', '.join(r.name for r in funcs)}")
     print(f"torchdeck: gradcheck failed: {'; '.join(parts)}", file=sys.stderr)
     return 1
+
+
+# --- a child process for the app: `python -m engine.gradcheck` ----------------------------
+def child_main() -> int:
+    """Read {"config"} as JSON on stdin; write one JSON line: {"report": {...}} or
+    {"error": ...}."""
+    import json
+    import sys
+    from dataclasses import asdict
+
+    from engine.errors import TorchdeckError
+
+    request = json.loads(sys.stdin.read())
+    try:
+        report = check_gradients(request["config"])
+    except TorchdeckError as err:
+        print(json.dumps({"error": str(err)}), flush=True)
+        return 2
+    except Exception as err:  # a model that breaks: one line, not a traceback
+        print(json.dumps({"error": f"{type(err).__name__}: {err}"}), flush=True)
+        return 1
+    print(json.dumps({"report": asdict(report)}), flush=True)
+    return 0
+
+
+def report_from_dict(data: dict[str, Any]) -> GradReport:
+    """A GradReport back from child_main's JSON."""
+    return GradReport(
+        data["preset"],
+        data["batch"],
+        data["loss"],
+        rows=[GradRow(**r) for r in data.get("rows", [])],
+        hand=[HandRow(**h) for h in data.get("hand", [])],
+        hand_formula=data.get("hand_formula", ""),
+    )
+
+
+if __name__ == "__main__":
+    raise SystemExit(child_main())

@@ -5,11 +5,16 @@ them (engine.build.build_parts), but nothing is written: no run folder, no check
 lr grows exponentially from `start` to `end` over `steps` steps (one batch each). The test
 stops when the loss explodes (its exponential moving average, beta 0.98 as in fastai and
 Lightning, exceeds 4x its best, or a loss is not finite) or the lr reaches `end`. The
-user's next run builds its own model and starts fresh.
+best is counted, and the explosion looked for, only after a warm-up of a tenth of the steps
+or one epoch of batches, whichever is more (at most half the steps): with small batches of
+very different losses (kink: batches of 2) the average of the first few is noise, and a
+lucky near-zero start would call the first ordinary batch an explosion. The user's next
+run builds its own model and starts fresh.
 
 The curve shown and the suggestion use a centred moving average of the losses (a window of
-a twentieth of the steps, at least 5): no lag, where an exponential average drawn against a
-growing lr shifts the curve to the right.
+a twentieth of the steps, at least 5; two epochs of batches on a dataset of a few tiny
+batches: smoothing_window): no lag, where an exponential average drawn against a growing lr
+shifts the curve to the right.
 
 Suggestion rule ("steepest"): the lr where the smoothed loss falls fastest against log lr
 (the most negative slope), looked for after the first tenth of the steps and before the
@@ -50,6 +55,17 @@ def centred_average(values: Sequence[float], window: int) -> list[float]:
         part = values[max(0, i - half) : i + half + 1]
         out.append(sum(part) / len(part))
     return out
+
+
+def smoothing_window(steps: int, per_epoch: Any = 0) -> int:
+    """A twentieth of the steps (at least 5); on a small dataset whose epoch is a tenth of
+    the steps or less, two epochs of batches: with a few tiny batches per epoch (kink: 10
+    batches of 2) each batch's loss depends on which samples it drew, and only averages
+    spanning whole epochs show the trend."""
+    window = max(5, steps // 20)
+    if isinstance(per_epoch, int) and 0 < per_epoch <= steps // 10:
+        window = max(window, 2 * per_epoch)
+    return window
 
 
 def suggest(lrs: Sequence[float], losses: Sequence[float]) -> tuple[float | None, str]:
@@ -97,6 +113,8 @@ def lr_find(
     raw: list[float] = []
     smooth: list[float] = []
     avg, best, stopped = 0.0, math.inf, "end"
+    per_epoch = getattr(data, "steps_per_epoch", 0)
+    warm_up = min(max(steps // 10, per_epoch if isinstance(per_epoch, int) else 0), steps // 2)
     model.train()
 
     def batches():
@@ -124,8 +142,10 @@ def lr_find(
         smooth.append(s)
         if on_step is not None:
             on_step(i, lr, s)
+        if i < warm_up:
+            continue
         best = min(best, s)
-        if i > steps // 10 and s > diverge * best:
+        if i > warm_up and s > diverge * best:
             stopped = "diverged"
             break
     del model, optimizer
@@ -133,7 +153,7 @@ def lr_find(
         torch.cuda.empty_cache()
     finite = [(lr, v) for lr, v in zip(lrs, raw, strict=True) if math.isfinite(v)]
     f_lrs = [p[0] for p in finite]
-    f_losses = centred_average([p[1] for p in finite], max(5, steps // 20))
+    f_losses = centred_average([p[1] for p in finite], smoothing_window(steps, per_epoch))
     suggestion, rule = suggest(f_lrs, f_losses)
     min_lr = f_lrs[min(range(len(f_losses)), key=lambda i: f_losses[i])] if f_losses else None
     f_raw = [p[1] for p in finite]
@@ -209,3 +229,46 @@ def cmd_lr_find(
     print(f"suggested lr: {result.suggestion:.3g}  (rule: {result.rule})")
     print(f"use it with: --set optim.lr={result.suggestion:.3g}")
     return 0
+
+
+# --- a child process for the app: `python -m engine.lr_find` ------------------------------
+def child_main() -> int:
+    """Read {"config", "start", "end", "steps"} as JSON on stdin; write JSON lines: {"step",
+    "lr", "loss"} as it goes (at most ~20 a second), then {"result": {...}} or {"error"}."""
+    import json
+    import sys
+    import time
+
+    from engine.errors import TorchdeckError
+
+    request = json.loads(sys.stdin.read())
+    last = [0.0]
+
+    def on_step(i: int, lr: float, loss: float) -> None:
+        now = time.monotonic()
+        if now - last[0] >= 0.05:
+            last[0] = now
+            print(json.dumps({"step": i + 1, "lr": lr, "loss": loss}), flush=True)
+
+    try:
+        result = lr_find(
+            request["config"],
+            float(request.get("start", 1e-7)),
+            float(request.get("end", 10.0)),
+            int(request.get("steps", 200)),
+            on_step=on_step,
+        )
+    except TorchdeckError as err:
+        print(json.dumps({"error": str(err)}), flush=True)
+        return 2
+    except Exception as err:  # a model that breaks: one line, not a traceback
+        print(json.dumps({"error": f"{type(err).__name__}: {err}"}), flush=True)
+        return 1
+    from dataclasses import asdict
+
+    print(json.dumps({"result": asdict(result)}), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(child_main())

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import fnmatch
-import importlib
 from typing import Any
 
 import torch
 from torch import nn
 
 from engine.errors import ConfigError
+from engine.user_code import import_user_module
 
 
 class LegendreP3(torch.autograd.Function):
@@ -67,7 +67,7 @@ def _from_factory(target: str, kwargs: dict[str, Any]) -> nn.Module:
     if not module_name or not func_name:
         raise ConfigError(f"[model] factory: expected 'module:function', got {target!r}")
     try:
-        module = importlib.import_module(module_name)
+        module = import_user_module(module_name)
     except ImportError as err:
         raise ConfigError(f"[model] factory: cannot import {module_name!r}: {err}") from None
     except (Exception, SystemExit) as err:  # user code: a SyntaxError, a raise, sys.exit

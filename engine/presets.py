@@ -90,6 +90,21 @@ def check_depth(value: Any, origin: str, limit: int = MAX_DEPTH) -> None:
             stack.extend((v, depth + 1) for v in item)
 
 
+def parse_value(text: str, origin: str) -> Any:
+    """One value as on a command line (--set, --grid): TOML (`3e-4`, `[1, 2]`, `'a b'`), or the
+    bare text as a string when it is not TOML; ConfigError naming `origin` when it nests
+    deeper than MAX_DEPTH."""
+    text = text.strip()
+    try:
+        value = tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = text
+    except RecursionError:
+        raise ConfigError(f"{origin}: nested more than {MAX_DEPTH} deep") from None
+    check_depth(value, origin)
+    return value
+
+
 def discover_presets(extra_dirs: Iterable[str | Path] = ()) -> list[PresetInfo]:
     """Every preset in the built-in, user and extra folders; later folders win on name clashes.
 
@@ -142,15 +157,7 @@ def parse_set(option: str) -> tuple[str, Any]:
     key = key.strip()
     if not sep or not key:
         raise ConfigError(f"--set {option}: expected key=value, e.g. --set optim.lr=0.01")
-    text = text.strip()
-    try:
-        value = tomllib.loads(f"v = {text}")["v"]
-    except tomllib.TOMLDecodeError:
-        value = text
-    except RecursionError:
-        raise ConfigError(f"--set {key}: nested more than {MAX_DEPTH} deep") from None
-    check_depth(value, f"--set {key}")
-    return key, value
+    return key, parse_value(text, f"--set {key}")
 
 
 def apply_overrides(

@@ -166,6 +166,7 @@ def print_show(ref: str, runs_dir: str | None) -> int:
             print(f"  machine: {line.split(': ', 1)[1]}")
         for line in progress_lines(run):
             print(f"  {line}")
+    print_ranks(run, record)
     summary = record.summary
     if summary:
         print("summary:")
@@ -188,6 +189,18 @@ def print_show(ref: str, runs_dir: str | None) -> int:
             print(f"  {line}" if line else "")
     print_parameters(run)
     return 0
+
+
+def print_ranks(run: RunDir, record: RunRecord) -> None:
+    """A distributed run's rank table (engine/ranks.py), flags while it trains."""
+    from engine.ranks import format_table, read_ranks
+
+    view = read_ranks(run.path, live=record.live and record.status == "running")
+    if view is None:
+        return
+    print(f"ranks ({view.world} processes):")
+    for line in format_table(view):
+        print(f"  {line}")
 
 
 def print_parameters(run: RunDir) -> None:

@@ -188,6 +188,13 @@ def same_run(a: dict[str, Any], b: dict[str, Any]) -> bool:
 
 
 def _check_not_done(run: RunDir, ckpt: dict[str, Any], config: dict[str, Any]) -> None:
+    recipe = ckpt.get("recipe")
+    early = recipe.get("early_stop") if isinstance(recipe, dict) else None
+    if isinstance(early, dict) and early.get("reason"):
+        raise RunDirError(
+            f"run {run.id} ended: {early['reason']}; replay it (e.g. with "
+            f"--set early_stop.patience=N) to train on"
+        )
     train = config["train"]
     if train["steps"]:
         done = ckpt["step"] >= train["steps"]

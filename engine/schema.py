@@ -33,11 +33,17 @@ OptimName = Literal["sgd", "adam", "adamw"]
 Dtype = Literal["float32", "float64"]
 Task = Literal["regression", "classification"]
 BuiltinModel = Literal["legendre-p3"]
+ScheduleName = Literal["constant", "step", "exponential", "cosine", "onecycle", "plateau"]
+Precision = Literal["fp32", "bf16", "fp16"]
+EarlyStopMetric = Literal["val_loss", "accuracy"]
 
 LOSSES: tuple[str, ...] = get_args(Loss)
 OPTIMIZERS: tuple[str, ...] = get_args(OptimName)
 DTYPES: tuple[str, ...] = get_args(Dtype)
 BUILTIN_MODELS: tuple[str, ...] = get_args(BuiltinModel)
+SCHEDULES: tuple[str, ...] = get_args(ScheduleName)
+PRECISIONS: tuple[str, ...] = get_args(Precision)
+EARLY_STOP_METRICS: tuple[str, ...] = get_args(EarlyStopMetric)
 
 EXPR_FUNCTIONS = (
     "arange linspace where sin cos tan exp log sqrt abs relu tanh sigmoid clamp "
@@ -508,6 +514,66 @@ class Train(_Table, kw_only=True):
     log_every_s: PosFloat = 0.25
     stats_every_s: PosFloat = 1.0
     checkpoint_every_s: NonNegFloat = 30.0
+    clip_grad_norm: Annotated[
+        NonNegFloat, Meta(description="clip the gradient norm to this (0: off)")
+    ] = 0.0
+    accumulate: Annotated[
+        int, Meta(ge=1, description="batches per optimizer step (gradient accumulation)")
+    ] = 1
+    precision: Annotated[
+        Precision, Meta(description="autocast dtype: fp32 (off), bf16, fp16 (GradScaler)")
+    ] = "fp32"
+    compile: Annotated[bool, Meta(description="torch.compile the model")] = False
+    channels_last: Annotated[
+        bool, Meta(description="channels-last memory format (4-D inputs)")
+    ] = False
+
+
+def _check_fraction(value: Any, context: Mapping[str, Any]) -> None:
+    if not 0 < value < 1:
+        raise ValueError(f"expected a number between 0 and 1 (both excluded), got {value!r}")
+
+
+Fraction = Annotated[float, Meta(gt=0.0, lt=1.0, extra={"check": _check_fraction})]
+
+
+def _only(*names: str) -> Meta:
+    return Meta(description=f"{', '.join(names)} only", extra={"only": names})
+
+
+class Schedule(_Table, kw_only=True):
+    """The learning-rate schedule (torch.optim.lr_scheduler), stepped per optimizer step
+    (plateau: per epoch, on the test loss, or the epoch's training loss without [eval])."""
+
+    name: ScheduleName = "constant"
+    warmup_steps: Annotated[
+        int,
+        Meta(ge=0, description="linear warm-up over this many optimizer steps"),
+        _only("constant", "step", "exponential", "cosine"),
+    ] = 0
+    min_lr: Annotated[NonNegFloat, _only("cosine", "plateau")] = 0.0
+    step_size: Annotated[
+        int, Meta(ge=0, description="optimizer steps between decays (0: an epoch's)"),
+        _only("step"),
+    ] = 0
+    gamma: Annotated[PosFloat, _only("step", "exponential")] = 0.1
+    max_lr: Annotated[
+        NonNegFloat, Meta(description="0: optim.lr"), _only("onecycle")
+    ] = 0.0
+    pct_start: Annotated[Fraction, _only("onecycle")] = 0.3
+    patience: Annotated[
+        int, Meta(ge=0, description="epochs without improvement"), _only("plateau")
+    ] = 10
+    factor: Annotated[Fraction, _only("plateau")] = 0.1
+
+
+class EarlyStop(_Table, kw_only=True):
+    """Stop when the metric has not improved by min_delta for `patience` evaluations; the
+    best weights (best.pt) are restored at the end."""
+
+    metric: EarlyStopMetric = "val_loss"
+    patience: Annotated[int, Meta(ge=1, description="evaluations without improvement")] = 5
+    min_delta: NonNegFloat = 0.0
 
 
 class Eval(_Table, kw_only=True):
@@ -535,6 +601,8 @@ class Preset(PresetHead, kw_only=True):
     optim: Optim
     train: Train
     eval: Eval | UnsetType = UNSET
+    schedule: Schedule | UnsetType = UNSET
+    early_stop: EarlyStop | UnsetType = UNSET
     report: Annotated[
         Report | UnsetType,
         Meta(description="values printed at the end, from parameters p[...] and data d[...]"),
@@ -559,6 +627,8 @@ _SECTION_TYPES: dict[str, Any] = {
     "train": Train,
     "eval": Eval,
     "report": Report,
+    "schedule": Schedule,
+    "early_stop": EarlyStop,
 }
 
 # --- Field: the schema of one key, as the form and the messages use it ---------------------
@@ -640,6 +710,8 @@ MODEL_FIELDS: dict[str, Field] = _table(Model)
 OPTIM_FIELDS: dict[str, Field] = _table(Optim)
 TRAIN_FIELDS: dict[str, Field] = _table(Train)
 EVAL_FIELDS: dict[str, Field] = _table(Eval)
+SCHEDULE_FIELDS: dict[str, Field] = _table(Schedule)
+EARLY_STOP_FIELDS: dict[str, Field] = _table(EarlyStop)
 LAYERS: dict[str, dict[str, Field]] = {_tag(c): _table(c) for c in get_args(Layer)}
 INIT_DISTS: dict[str, dict[str, Field]] = {
     _tag(c): {k: f for k, f in _table(c).items() if k != "params"} for c in get_args(Init)
@@ -648,6 +720,12 @@ DATA_SOURCES: dict[str, dict[str, Field]] = {_tag(c): _table(c) for c in get_arg
 OPTIM_ONLY: dict[str, tuple[str, ...]] = {  # keys only some optimisers use (Meta extra "only")
     f.name: meta.extra["only"]
     for f in msgspec.structs.fields(Optim)
+    for meta in get_args(f.type)[1:]
+    if isinstance(meta, Meta) and "only" in (meta.extra or {})
+}
+SCHEDULE_ONLY: dict[str, tuple[str, ...]] = {  # keys only some schedules use
+    f.name: meta.extra["only"]
+    for f in msgspec.structs.fields(Schedule)
     for meta in get_args(f.type)[1:]
     if isinstance(meta, Meta) and "only" in (meta.extra or {})
 }
@@ -669,6 +747,8 @@ def section_fields(config: Mapping[str, Any], section: str) -> dict[str, Field]:
         "optim": OPTIM_FIELDS,
         "train": TRAIN_FIELDS,
         "eval": EVAL_FIELDS,
+        "schedule": SCHEDULE_FIELDS,
+        "early_stop": EARLY_STOP_FIELDS,
     }.get(section, {})
 
 
@@ -998,6 +1078,32 @@ def _cross_checks(where: _Where, config: dict[str, Any]) -> None:
         if not rule["params"]:
             raise where.fail("[model] init", "params must be a glob such as '*.weight'")
         fnmatch.translate(rule["params"])
+    _recipe_checks(where, config)
+
+
+def _recipe_checks(where: _Where, config: dict[str, Any]) -> None:
+    """[schedule], [early_stop] and the recipe keys of [train], beyond their types."""
+    train = config["train"]
+    if train["precision"] != "fp32" and train["dtype"] != "float32":
+        raise where.fail(
+            "[train] precision", f"{train['precision']} autocast needs dtype float32, not "
+            f"{train['dtype']}"
+        )  # fmt: skip
+    schedule = config.get("schedule")
+    if schedule is not None:
+        name = schedule["name"]
+        for key, names in SCHEDULE_ONLY.items():
+            if schedule[key] != SCHEDULE_FIELDS[key].default and name not in names:
+                only = ", ".join(names)
+                raise where.fail(f"[schedule] {key}", f"not used by {name} (only {only})")
+    early = config.get("early_stop")
+    if early is not None:
+        if "eval" not in config:
+            raise where.fail(
+                "[early_stop]", "needs an [eval] section: it watches the test split's metric"
+            )
+        if early["metric"] == "accuracy" and config["task"] != "classification":
+            raise where.fail("[early_stop] metric", "accuracy needs a classification task")
 
 
 def _list_checks(
@@ -1042,6 +1148,16 @@ def json_schema() -> dict[str, Any]:
             "then": {"properties": {key: {"const": OPTIM_FIELDS[key].default}}},
         }
         for key, names in OPTIM_ONLY.items()
+    ]
+    defs["Schedule"]["allOf"] = [  # a missing name is "constant"
+        {
+            "if": {
+                "properties": {"name": {"not": {"enum": list(names)}}},
+                **({"required": ["name"]} if "constant" in names else {}),
+            },
+            "then": {"properties": {key: {"const": SCHEDULE_FIELDS[key].default}}},
+        }
+        for key, names in SCHEDULE_ONLY.items()
     ]
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",

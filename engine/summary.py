@@ -287,7 +287,9 @@ class _Summary:
         self.seq += 1
 
     # --- applying the log -----------------------------------------------------------------
-    def steps(self, first_step: int, losses: Any, lr: float) -> None:
+    def steps(self, first_step: int, losses: Any, lr: float, lrs: Any = ()) -> None:
+        """`lrs`: each step's rate where a schedule moves it (then `lr` is the last one's);
+        the lr series keeps the first and the last of each batch (a curve to draw)."""
         values = np.asarray(losses, dtype=np.float64)
         keep = first_step - 1
         if keep < self.n:
@@ -308,9 +310,11 @@ class _Summary:
                 break
             recs = _combine(pend[: k * size].reshape(k, size, 5))
             self.levels[j + 1].append(recs)
-        if lr != self.last_lr:
-            self.lr.append(np.array([[float(max(first_step, 1)), lr]]))
-            self.last_lr = lr
+        points = [(first_step, lrs[0]), (first_step + len(lrs) - 1, lrs[-1])] if lrs else []
+        for step, rate in points or [(first_step, lr)]:
+            if rate != self.last_lr:
+                self.lr.append(np.array([[float(max(step, 1)), rate]]))
+                self.last_lr = rate
 
     def started(self, start_step: int) -> None:
         if start_step < self.n:  # a resume re-logs the steps after its checkpoint
@@ -341,7 +345,7 @@ class _Summary:
         kind = item.get("type")
         try:
             if kind == "steps":
-                self.steps(item["first_step"], item["losses"], item["lr"])
+                self.steps(item["first_step"], item["losses"], item["lr"], item.get("lrs") or ())
             elif kind == "run_started":
                 self.started(item.get("start_step", 0))
             elif kind == "epoch":
@@ -660,6 +664,8 @@ def _json_line(event: ev.Event) -> bytes:
     (event_to_json), without dataclasses.asdict's deep copy for flat events."""
     item: dict[str, Any] = {"type": event.type}  # first, as in Event.to_dict
     item.update(_flat(event))
+    if item.get("lrs") == ():  # StepMetrics leaves an empty lrs out (its to_dict)
+        del item["lrs"]
     return (_ENCODER.encode(item) + "\n").encode()  # json.dumps(item, separators=...)
 
 
@@ -718,7 +724,7 @@ class SummaryWriter:
             start = s.offset
             s.cuts.clear()
             if isinstance(event, ev.StepMetrics):
-                s.steps(event.first_step, event.losses, event.lr)
+                s.steps(event.first_step, event.losses, event.lr, event.lrs)
             elif isinstance(event, ev.RunStarted):
                 s.started(event.start_step)
             elif isinstance(event, ev.EpochEnd):

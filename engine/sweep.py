@@ -74,6 +74,8 @@ def _split_top(text: str) -> list[str]:
 def parse_grid(option: str) -> tuple[str, list[Any]]:
     """'optim.lr=0.001,0.002' -> ('optim.lr', [0.001, 0.002]); values are TOML like --set
     (bare words become strings)."""
+    from engine.presets import parse_value
+
     key, sep, text = option.partition("=")
     key = key.strip()
     if not sep or not key or not text.strip():
@@ -82,10 +84,7 @@ def parse_grid(option: str) -> tuple[str, list[Any]]:
     for part in _split_top(text):
         if not part:
             raise ConfigError(f"--grid {option}: an empty value")
-        try:
-            values.append(tomllib.loads(f"v = {part}")["v"])
-        except tomllib.TOMLDecodeError:
-            values.append(part)
+        values.append(parse_value(part, f"--grid {key}"))
     return key, values
 
 
@@ -161,6 +160,42 @@ def plan_sweep(
             raise _reword(err, f"--grid combination {shown}") from None
     root = Path(runs_dir) if runs_dir else default_runs_dir()
     return SweepPlan(preset, list(sets), grid, config, combos, root.absolute())
+
+
+def plan_config_sweep(
+    config: dict[str, Any],
+    grid: Sequence[tuple[str, Sequence[Any]]],
+    runs_dir: str | Path | None = None,
+    sets: Sequence[str] = (),
+) -> SweepPlan:
+    """plan_sweep for a resolved config and a grid of values (the app's form: a list of
+    values in a field); `sets` only records the edits the config already holds. Every
+    combination is checked; ConfigError names the key and value. Writes nothing."""
+    from engine.presets import apply_overrides, resolve_config
+
+    config = resolve_config(config)
+    if not grid:
+        raise ConfigError("sweep: no key has more than one value")
+    keys = [k for k, _ in grid]
+    if len(set(keys)) != len(keys):
+        raise ConfigError(f"sweep: a key is given twice ({', '.join(keys)})")
+    combos = [dict(zip(keys, vals, strict=True))
+              for vals in itertools.product(*[list(v) for _, v in grid])]  # fmt: skip
+    for combo in combos:
+        try:
+            apply_overrides(config, combo)
+        except ConfigError as err:
+            shown = ", ".join(f"{k}={_show(v)}" for k, v in combo.items())
+            raise _reword(err, f"sweep {shown}") from None
+    root = Path(runs_dir) if runs_dir else default_runs_dir()
+    return SweepPlan(
+        str(config["name"]),
+        list(sets),
+        [(k, list(v)) for k, v in grid],
+        config,
+        combos,
+        root.absolute(),
+    )
 
 
 # --- sweep.toml --------------------------------------------------------------------------
@@ -484,6 +519,101 @@ def comparison(sweep: Sweep, sort: str | None = None) -> tuple[list[str], list[l
     return [header[i] for i in keep], [[r[i] for i in keep] for r in rows], sort
 
 
+@dataclass(frozen=True)
+class SweepRunView:
+    """One combination of a sweep as a viewer shows it (plain values)."""
+
+    n: int
+    values: dict[str, Any]
+    status: str  # combo_status: waiting, running, finished, killed, cancelled (…), …
+    run: str  # run id, '' before it started
+    run_path: str  # '' before it started
+    metrics: dict[str, float]  # final_loss, best_val_loss, test_accuracy: those it has
+
+    @property
+    def running(self) -> bool:
+        return self.status == "running"
+
+
+@dataclass(frozen=True)
+class SweepView:
+    """A sweep read once for a viewer (the app's runs screen): plain values only."""
+
+    id: str
+    path: str
+    preset: str
+    created: str
+    state: str  # running, finished, cancelled, stopped
+    counts: dict[str, int]
+    grid: list[tuple[str, list[Any]]]
+    keys: list[str]  # the config keys that vary
+    runs: list[SweepRunView]  # in combination order
+    metrics: list[str]  # the metric columns some run has (final_loss always)
+
+    @property
+    def live(self) -> bool:
+        return self.state == "running" or any(r.running for r in self.runs)
+
+    @property
+    def default_sort(self) -> str:
+        return next(
+            (m for m in ("test_accuracy", "best_val_loss") if m in self.metrics), "final_loss"
+        )
+
+    def sorted_runs(self, metric: str) -> list[SweepRunView]:
+        """Best first by `metric` (higher wins for test_accuracy); missing values last, in
+        combination order; 'n': combination order."""
+        if metric not in METRICS:
+            return list(self.runs)
+        sign = -1 if METRICS[metric] else 1
+
+        def order(row: SweepRunView) -> tuple[int, float, int]:
+            value = row.metrics.get(metric)
+            ok = isinstance(value, (int, float)) and value == value
+            return (0, sign * value, row.n) if ok else (1, 0.0, row.n)
+
+        return sorted(self.runs, key=order)
+
+
+def view_sweep(path: str | Path) -> SweepView:
+    """Read a sweep and its runs' run.toml files once (SweepError if unreadable)."""
+    sweep = read_sweep(Path(path))
+    rows = []
+    for combo in sweep.combos:
+        run = combo.get("run") or ""
+        metrics: dict[str, float] = {}
+        if run:
+            summary = RunDir(sweep.runs_dir / run).record(check_checkpoints=False).summary
+            metrics = {m: float(summary[m]) for m in METRICS
+                       if isinstance(summary.get(m), (int, float))}  # fmt: skip
+        rows.append(SweepRunView(int(combo["n"]), dict(combo.get("values", {})),
+                                 combo_status(sweep, combo), run,
+                                 str(sweep.runs_dir / run) if run else "", metrics))  # fmt: skip
+    metrics = [m for m in METRICS if m == "final_loss" or any(m in r.metrics for r in rows)]
+    created = sweep.info.get("created")
+    return SweepView(
+        id=sweep.id, path=str(sweep.path), preset=str(sweep.info.get("preset", "-")),
+        created=created.strftime("%Y-%m-%d %H:%M") if hasattr(created, "strftime")
+        else str(created or "-"),
+        state=sweep.state, counts=sweep.counts(), grid=sweep.grid, keys=sweep.keys,
+        runs=rows, metrics=metrics,
+    )  # fmt: skip
+
+
+def view_sweeps(runs_dir: str | Path | None = None) -> list[SweepView]:
+    """Every readable sweep of a runs folder, as views (newest last)."""
+    out = []
+    for sweep in list_sweeps(runs_dir):
+        with contextlib.suppress(SweepError):
+            out.append(view_sweep(sweep.path))
+    return out
+
+
+def show_value(value: Any) -> str:
+    """A grid value as the sweep's tables write it (0.001, adam, [0.9, 0.99])."""
+    return _show(value)
+
+
 # --- the runner --------------------------------------------------------------------------
 def claim_runner(path: Path) -> None:
     """Record this process as the sweep's runner; SweepError if another one is alive."""
@@ -512,6 +642,43 @@ def _devices(config: dict[str, Any], parallel: int) -> list[str | None]:
         if len(gpus) > 1:
             return [gpus[i % len(gpus)] for i in range(parallel)]
     return [None] * parallel
+
+
+def cpu_count() -> int:
+    """The CPUs this process may use (its affinity mask where the OS has one)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def threads_cap(
+    config: dict[str, Any],
+    parallel: int,
+    devices: Sequence[str | None],
+    grid_keys: Sequence[str] = (),
+    cpus: int | None = None,
+    on_cpu: bool | None = None,
+) -> int | None:
+    """train.threads for each run of a sweep that trains `parallel` runs at once on the CPU:
+    max(1, cpus // parallel), so N runs do not each start a thread per core and fight over
+    them. None (leave it alone) with one run at a time, on GPUs, or where the user chose
+    threads (in the config or the grid)."""
+    if parallel <= 1 or any(devices) or "train.threads" in grid_keys:
+        return None
+    if config["train"].get("threads"):
+        return None
+    if on_cpu is None:
+        device = config["train"]["device"]
+        if device == "auto":
+            from engine.devices import available_devices
+
+            on_cpu = not any(d != "cpu" for d in available_devices())
+        else:
+            on_cpu = device == "cpu"
+    if not on_cpu:
+        return None
+    return max(1, (cpus or cpu_count()) // parallel)
 
 
 @dataclass
@@ -545,7 +712,12 @@ def run_sweep(
     claim_runner(path)
     slots: dict[int, _Slot] = {}
     try:
-        devices = _devices(read_sweep(path).config, parallel)
+        first = read_sweep(path)
+        devices = _devices(first.config, parallel)
+        threads = threads_cap(first.config, parallel, devices, [k for k, _ in first.grid])
+        if threads is not None:
+            notify({"event": "threads", "message": f"{parallel} runs at once on the CPU: "
+                    f"train.threads={threads} each ({cpu_count()} CPUs)"})  # fmt: skip
         free = list(range(parallel))
         while True:
             with locked(path) as sweep:
@@ -570,7 +742,7 @@ def run_sweep(
                     if combo["n"] in slots or combo["status"] not in ("waiting", "running"):
                         continue
                     i = min(free)
-                    slot = _start(sweep, combo, i, devices[i], notify)
+                    slot = _start(sweep, combo, i, devices[i], notify, threads)
                     if slot is not None:
                         slots[combo["n"]] = slot
                         free.remove(i)
@@ -595,7 +767,12 @@ def start_sweep(path: str | Path, parallel: int = 1) -> int:
 
 
 def _start(
-    sweep: Sweep, combo: dict[str, Any], index: int, device: str | None, notify: Notify
+    sweep: Sweep,
+    combo: dict[str, Any],
+    index: int,
+    device: str | None,
+    notify: Notify,
+    threads: int | None = None,
 ) -> _Slot | None:
     """Start (or pick up) one combination; marks it running (or done) in `sweep`."""
     from engine.jobs import ResumeJob, TrainJob, start_detached
@@ -622,10 +799,13 @@ def _start(
             return None
         combo.setdefault("replaced", []).append(combo.pop("run"))
     config = combo_config(sweep, combo)
-    if device:
+    if device or threads:
         from engine.presets import apply_overrides
 
-        config = apply_overrides(config, {"train.device": device})
+        extra = {"train.device": device} if device else {}
+        if threads:
+            extra["train.threads"] = threads
+        config = apply_overrides(config, extra)
     try:
         started = start_detached(TrainJob(config, str(sweep.runs_dir)))
     except TorchdeckError as err:
@@ -685,6 +865,9 @@ def _print_event(item: dict[str, Any]) -> None:
         "stopped": "stopped",
         "failed_to_start": "could not start",
     }
+    if "n" not in item:  # about the whole sweep
+        print(f"sweep: {item.get('message', item.get('event'))}", flush=True)
+        return
     what = words.get(item.get("event", ""), item.get("event"))
     line = f"sweep: combination {item.get('n')} {what}"
     if item.get("run"):

@@ -60,7 +60,8 @@ def test_step_lines_never_show_an_older_epochs_numbers():
     step_line = lines[-1]
     assert step_line.startswith("step 15/40  epoch 2/4  loss 0.5")
     assert "0.123" not in step_line and "0.777" not in step_line and "accuracy" not in step_line
-    assert "ETA 0:02" in step_line
+    # the rate from the run's training time since the first flush: 5 steps in 1.0 s
+    assert "5 steps/s  ETA 0:05" in step_line
 
 
 def test_fast_epochs_are_rate_limited_but_the_last_one_shows():
@@ -162,3 +163,47 @@ def test_train_on_a_terminal_shows_a_bar_and_off_it_plain_lines(runs_dir):
     plain = subprocess.run(args, cwd=root, capture_output=True, text=True, timeout=120)
     assert plain.returncode == 0 and "━" not in plain.stdout and "\r" not in plain.stdout
     assert "finished after 500 steps" in plain.stdout
+
+
+def _flush(first: int, n: int, elapsed: float) -> ev.StepMetrics:
+    # the engine's own figure is deliberately off: the printer measures from elapsed_s
+    return ev.StepMetrics(first_step=first, epoch=1, losses=(0.5,) * n, lr=0.01,
+                          elapsed_s=elapsed, samples_per_s=8.0, steps_per_s=1.0)
+
+
+def test_rate_and_eta_leave_out_the_warm_up_and_pauses():
+    events = [started(total_steps=10_000, total_epochs=1, steps_per_epoch=10_000),
+              _flush(1, 3, 2.0)]  # the warm-up: 3 steps in 2 s
+    lines = lines_of(events, every_s=0.0)
+    assert lines[-1] == "step 3/10000  epoch 1/1  loss 0.5"  # no rate yet, no ETA 3:49:22
+    events += [_flush(4, 1000, 3.0), ev.Paused(step=1003), ev.Resumed(step=1003),
+               _flush(1004, 1000, 4.0)]  # the pause: training time stood still
+    lines = lines_of(events, every_s=0.0)
+    assert lines[-1] == "step 2003/10000  epoch 1/1  loss 0.5  1,000 steps/s  ETA 0:07"
+
+
+def test_a_divergence_says_the_records_step_and_epoch():
+    summary = {"steps": 29, "epochs": 2, "diverged_step": 29, "diverged_epoch": 3}
+    lines = lines_of([started(total_epochs=2000, total_steps=20000), _flush(1, 28, 0.2),
+                      ev.Finished("diverged", 29, summary)], every_s=0.0)
+    assert "diverged at step 29, epoch 3/2000" in lines
+
+
+def test_a_line_of_a_printer_fed_no_flushes_uses_the_runs_figure():
+    printer = ConsolePrinter(write=lambda _: None)
+    printer(started())
+    line = printer.step_line(steps(11, 5, 2))
+    assert "10 steps/s  ETA 0:02" in line  # `show` of a live run: its last event's figure
+
+
+def test_progress_bar_rate_and_eta_leave_out_pauses():
+    from tui.progress import ProgressBar
+
+    bar = ProgressBar(io.StringIO(), force_terminal=True)
+    for event in (started(total_steps=10_000, total_epochs=1, steps_per_epoch=10_000),
+                  _flush(1, 3, 2.0), _flush(4, 1000, 3.0), ev.Paused(step=1003),
+                  ev.Resumed(step=1003), _flush(1004, 1000, 4.0)):
+        bar(event)
+    fields = bar.progress.tasks[0].fields
+    assert fields["rate"] == "1,000 steps/s" and fields["eta"] == "0:07"
+    bar.close()

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from dist_helpers import wait_for
 
 from engine.checkpoint import load_checkpoint
 from engine.export import step_rows
@@ -123,8 +124,7 @@ def test_killing_one_rank_fails_the_run_and_ends_the_other(tmp_path):
     meta = tomllib.loads((run / "run.toml").read_text())
     assert meta["run"]["status"] == "failed"
     assert meta["summary"]["reason"].startswith("rank 1 was killed (signal 9)"), meta["summary"]
-    time.sleep(1)
-    assert _rank_pids(str(run.parent)) == {} and not _alive(pids[0])  # no rank left hanging
+    wait_for(lambda: not _alive(pids[0]), 10, "rank 0 to end")  # no rank left hanging
 
 
 def _alive(pid: int) -> bool:
@@ -213,6 +213,37 @@ def test_detached_distributed_run_is_followed_like_any_run(tmp_path):
         assert meta["run"]["world_size"] == 2 and meta["run"]["status"] == "finished"
     finally:
         try:
-            os.killpg(launcher_pid, signal.SIGKILL)  # its own session: torchrun and ranks too
+            os.killpg(launcher_pid, signal.SIGKILL)  # the agent and the ranks die with it
         except ProcessLookupError:
             pass
+
+
+def test_the_network_interface_is_picked_from_the_master_address(tmp_path, monkeypatch):
+    from engine.procs.launch import agent_env
+    from engine.procs.lifeline import interface_for
+
+    assert interface_for("127.0.0.1") == "lo"
+    assert interface_for("no-such-host.invalid") is None
+    monkeypatch.delenv("GLOO_SOCKET_IFNAME", raising=False)
+    monkeypatch.delenv("NCCL_SOCKET_IFNAME", raising=False)
+    env = agent_env(tmp_path, {"nnodes": 2, "master_addr": "127.0.0.1"})
+    assert env["GLOO_SOCKET_IFNAME"] == env["NCCL_SOCKET_IFNAME"] == "lo"
+    assert env["TMPDIR"] == env["TORCHDECK_JOB_DIR"] == str(tmp_path)  # torchelastic's too
+    monkeypatch.setenv("GLOO_SOCKET_IFNAME", "eth7")  # one the user gave is kept
+    assert (
+        agent_env(tmp_path, {"nnodes": 2, "master_addr": "127.0.0.1"})["GLOO_SOCKET_IFNAME"]
+        == "eth7"
+    )
+    assert "NCCL_SOCKET_IFNAME" not in agent_env(tmp_path, {"nnodes": 1})  # one node: as it was
+
+
+def test_a_lost_peer_is_said_so():
+    from engine.procs.dist_worker import peer_lost
+
+    gloo = "RuntimeError: [/x/pair.cc:545] Read error [10.0.0.2]:41234: Connection reset by peer."
+    assert peer_lost(gloo) == (
+        "lost a peer (connection reset by peer at 10.0.0.2:41234): another rank died or its "
+        "node is gone"
+    )
+    assert peer_lost("RuntimeError: [x.cc:81] Timed out waiting 120000ms for recv operation")
+    assert peer_lost("ValueError: bad") == "ValueError: bad"

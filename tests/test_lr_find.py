@@ -64,3 +64,16 @@ def test_bad_input_is_one_line_and_exit_2(cli, args, words):
         code, _, err = cli("lr-find", "kink", *args)
     assert code == 2
     assert words in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+def test_tiny_noisy_batches_are_not_taken_for_an_explosion(one_thread):
+    """kink trains on batches of 2 whose losses differ a hundredfold: the finder must not stop
+    at the first big batch, and its suggestion lies within a decade of the preset's 1e-3."""
+    from engine.lr_find import lr_find, smoothing_window
+    from engine.presets import resolve_config
+
+    config = resolve_config("kink", [one_thread])
+    result = lr_find(config)
+    assert len(result.lrs) > 150 and result.lrs[-1] > 0.1  # on until the lr is large
+    assert result.suggestion is not None and 1e-4 <= result.suggestion <= 1e-2
+    assert smoothing_window(200, 10) == 20 and smoothing_window(200, 23) == 10

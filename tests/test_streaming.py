@@ -21,6 +21,7 @@ CNN = [
     {"type": "ReLU"},
     {"type": "MaxPool2d", "kernel_size": 2},
     {"type": "Flatten"},
+    {"type": "Dropout", "p": 0.2},  # random in the model too: the data path must not move it
     {"type": "Linear", "in_features": 64, "out_features": 2},
 ]
 

@@ -184,6 +184,37 @@ def test_parallel_2_trains_two_runs_at_once(cli, runs_dir, cleanup):
     wait_for(both_alive, "two runs training at once")
     wait_for(lambda: read_sweep(sweep.path).state == "finished", "the sweep to finish", 180)
     assert [r.record().effective for r in _runs(runs_dir)] == ["finished", "finished"]
+    from engine.devices import available_devices
+    from engine.sweep import cpu_count
+
+    if available_devices() == ["cpu"]:  # two at once on the CPU: the cores are shared out
+        threads = [r.record().config["train"].get("threads") for r in _runs(runs_dir)]
+        assert threads == [max(1, cpu_count() // 2)] * 2
+        assert "train.threads=" in (sweep.path / "sweeper.log").read_text()
+
+
+@pytest.mark.parametrize(
+    "device, threads, parallel, devices, keys, on_cpu, expected",
+    [
+        ("cpu", 0, 4, [None] * 4, (), None, 4),  # 16 CPUs, 4 at a time: 4 each
+        ("cpu", 0, 3, [None] * 3, (), None, 5),
+        ("cpu", 0, 32, [None] * 32, (), None, 1),  # never fewer than one
+        ("cpu", 0, 1, [None], (), None, None),  # one at a time: torch's default
+        ("cpu", 6, 4, [None] * 4, (), None, None),  # the user chose threads
+        ("cpu", 0, 4, [None] * 4, ("train.threads",), None, None),  # ... in the grid
+        ("cuda", 0, 2, [None] * 2, (), None, None),  # on a GPU: leave it alone
+        ("auto", 0, 2, ["cuda:0", "cuda:1"], (), None, None),  # one GPU per slot
+        ("auto", 0, 2, [None] * 2, (), True, 8),  # auto on a machine without GPUs
+        ("auto", 0, 2, [None] * 2, (), False, None),  # auto on one GPU
+    ],
+)
+def test_parallel_sweeps_on_the_cpu_share_the_cores_out(
+    device, threads, parallel, devices, keys, on_cpu, expected
+):
+    from engine.sweep import threads_cap
+
+    config = {"train": {"device": device, "threads": threads}}
+    assert threads_cap(config, parallel, devices, keys, cpus=16, on_cpu=on_cpu) == expected
 
 
 def test_queue_lists_reorders_and_cancels_waiting_runs(cli, runs_dir, cleanup):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import threading
 import tomllib
 from pathlib import Path
 from types import SimpleNamespace
@@ -195,7 +196,9 @@ def test_checkpointer_restores_weights_optimizer_data_and_best(tmp_path):
 class FakeCtx:
     def __init__(self, rank: int) -> None:
         self.is_main = rank == 0
+        self.rank, self.world = rank, 2
         self.sent: list = []
+        self.stop_asked = threading.Event()  # set by SIGINT/SIGTERM in a real rank
 
     def mean(self, t):
         return t
@@ -217,7 +220,7 @@ def test_one_process_takes_commands_straight_from_the_control():
 
 
 def test_ddp_relays_rank_0s_commands_at_sync_points():
-    prep = SimpleNamespace(model="m", train_model="ddp(m)")
+    prep = SimpleNamespace(model=torch.nn.Linear(1, 1), train_model="ddp(m)")
     control = Control()
     main, other = DDP(prep, FakeCtx(0)), DDP(prep, FakeCtx(1))
     assert main.model == "ddp(m)" and main.sync_every == SYNC_STEPS and main.flush_at_epoch_end

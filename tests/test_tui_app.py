@@ -9,7 +9,7 @@ from engine import events as ev
 from engine.errors import DeviceError
 from engine.jobs import ResumeJob
 from tui.app import make_app
-from tui.modals import ResumeDialog
+from tui.modals import RecoveryDialog
 from tui.panes.inspector import Inspector, ParamTable
 from tui.panes.loss_plot import LossPlot
 from tui.panes.params_form import ParamsForm
@@ -338,18 +338,20 @@ async def test_diverged_run_offers_resume_with_a_lower_lr(tmp_path):
     async with app.run_test(size=SIZE) as pilot:
         await _ready(pilot)
         await _start(pilot)
-        await pilot.pause()
+        await _ready(pilot)  # the options come from a thread
         assert app.controller.run_state.state == "diverged"
         dialog = app.screen
-        assert isinstance(dialog, ResumeDialog)
-        assert "the loss became nan" in str(dialog.query_one("#resume-note", Static).render())
-        assert dialog.query_one("#resume-lr", Input).value == "0.001"  # 0.01 / 10
+        assert isinstance(dialog, RecoveryDialog)
+        assert "the loss became nan" in str(dialog.query_one("#recovery-note", Static).render())
+        assert dialog.query_one("#recovery-lr", Input).value == "0.001"  # 0.01 / 10
         assert "the loss became nan" in str(app.query_one("#status", Static).render())
-        await pilot.press("enter")  # the focused button: resume with this lr
+        first = dialog.query_one("#recovery-0", Button)
+        assert first.has_focus and "back to step 50 of 101" in str(first.label)
+        await pilot.press("enter")  # the focused button: resume from best.pt at this lr
         await app.workers.wait_for_complete()
         await pilot.pause()
         job = engine.jobs[-1]
-        assert isinstance(job, ResumeJob) and job.source == "auto"
+        assert isinstance(job, ResumeJob) and job.source == "best"
         assert job.overrides == ("optim.lr=0.001",)
         assert job.ref.endswith("20250101-000000-line")
 
@@ -368,7 +370,7 @@ async def test_a_resumed_run_replaces_the_steps_after_its_checkpoint(tmp_path):
         await _ready(pilot)
         await _start(pilot)
         assert app.controller.run_state.state == "running"  # the resumed run goes on: no offer
-        assert not isinstance(app.screen, ResumeDialog)
+        assert not isinstance(app.screen, RecoveryDialog)
         model = app.query_one(LossPlot).model
         assert model.train.total == 70 and model.recent.points()[0][-1] == 70
 

@@ -192,3 +192,72 @@ async def test_quitting_the_app_closes_the_handle(tmp_path, monkeypatch):
         await pilot.press("enter")  # Detach
         await pilot.pause()
     assert engine.handles[0].closed and engine.handles[0].calls == []
+
+
+async def test_the_restart_notice_comes_from_the_new_start_not_the_history():
+    def events(run_dir, config):  # the history (summary) holds the first run's start
+        first = fake_events(run_dir, config, steps=100)
+        history = ev.History(last_step=100, offset=0, events=(first[0],))
+        resumed = ev.RunStarted(**{**first[0].__dict__, "start_step": 50, "start_epoch": 5})
+        return [history, resumed]
+
+    def restarted(run_dir, config):  # no checkpoint: the run starts again from step 0
+        return [ev.History(last_step=0, offset=0), fake_events(run_dir, config)[0]]
+
+    for make, expected in ((events, ""), (restarted, "no checkpoint: restarting from step 0")):
+        app = Host(FakeEngine(events=make))
+        async with app.run_test() as pilot:
+            ctl = app.recorder.controller
+            ctl.start_job(ResumeJob("runs/20250101-000000-line"), "resuming…")
+            await _settle(pilot)
+            assert ctl.run_state.state == "running"
+            assert (expected in ctl.notice) if expected else ctl.notice == "", ctl.notice
+
+
+async def test_a_job_that_cannot_start_opens_its_run_again_with_the_reason():
+    engine = FakeEngine(fail_start=DeviceError("no checkpoints/best.pt to resume from"))
+    app = Host(engine)
+    async with app.run_test() as pilot:
+        screen, ctl = app.recorder, app.recorder.controller
+        ctl.start_job(ResumeJob("runs/some-run"), "resuming…")
+        await _settle(pilot)
+        kinds = _kinds(screen.got)
+        assert kinds[:3] == ["RunCleared", "RunFailedToStart", "RunCleared"], kinds
+        opened = next(m for m in screen.got if isinstance(m, RunOpened))
+        assert opened.how == "attach" and "no checkpoints/best.pt" in opened.note
+        ended = next(m for m in screen.got if isinstance(m, RunEnded))
+        assert "no checkpoints/best.pt" in ended.note  # the screen offers nothing again
+        assert ctl.run_state.state == "finished" and ctl.run_state.step == 400
+
+
+async def test_a_fresh_start_tells_its_notice_also_from_the_history():
+    def events(run_dir, config):  # the new start already in the log when the handle read it
+        return [ev.History(last_step=0, offset=0, events=(fake_events(run_dir, config)[0],))]
+
+    app = Host(FakeEngine(events=events))
+    async with app.run_test() as pilot:
+        ctl = app.recorder.controller
+        ctl.start_job(ResumeJob("runs/20250101-000000-line", source="fresh"), "starting…")
+        await _settle(pilot)
+        assert "starting again from step 0" in ctl.notice
+
+
+async def test_a_resumed_run_that_ended_before_it_was_first_read_still_ends():
+    def events(run_dir, config):  # its start and its end both in the history
+        first = fake_events(run_dir, config, steps=100)
+        resumed = ev.RunStarted(**{**first[0].__dict__, "start_step": 21, "start_epoch": 2})
+        end = ev.Finished(status="diverged", step=22, summary={"diverged_step": 22})
+        return [ev.History(last_step=22, offset=0, events=(resumed, end))]
+
+    app = Host(FakeEngine(events=events))
+    async with app.run_test() as pilot:
+        screen, ctl = app.recorder, app.recorder.controller
+        ctl.start_job(ResumeJob("runs/20250101-000000-line", source="last"), "resuming…")
+        await _settle(pilot)
+        assert not any(isinstance(m, RunEnded) for m in screen.got)  # an earlier end?
+        ctl.handle.finished = True  # the stream is over: nothing came after it
+        ctl.tick()
+        await pilot.pause()
+        ended = [m for m in screen.got if isinstance(m, RunEnded)]
+        assert len(ended) == 1 and ended[0].event.status == "diverged"
+        assert ctl.run_state.state == "diverged" and ctl.run_state.step == 22

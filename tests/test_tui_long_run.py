@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import math
-import time
 from pathlib import Path
 
 import pytest
@@ -18,6 +17,7 @@ from engine.rundir import EVENTS_FILE, RunDir
 from tui.app import make_app
 from tui.panes.loss_plot import LossModel, LossPlot
 from tui.run_state import Follower
+from tui_fakes import wait_for
 
 SIZE = (120, 40)
 N = 200_000
@@ -69,16 +69,6 @@ def build_run(runs_dir: Path, n: int = N) -> RunDir:
                  + "\n")
     run.update("finished", summary=summary)
     return run
-
-
-async def wait_for(pilot, condition, timeout: float = 30.0, what: str = "") -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}; "
-                                 f"state {pilot.app.controller.run_state}")
-        await pilot.pause(0.05)
-    await pilot.pause()
 
 
 async def test_attach_shows_the_whole_curve_of_a_long_run_with_its_spike(tmp_path):

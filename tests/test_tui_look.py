@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import time
 
 import pytest
 from textual.widgets import DataTable, Footer, Input, OptionList, Sparkline, Static
@@ -33,7 +32,7 @@ from tui.plotting import (
 from tui.run_state import RunState
 from tui.screens.runs import RunsScreen
 from tui.status import status_text
-from tui_fakes import FAKE_PRESETS, FakeEngine, fake_events, fake_presets
+from tui_fakes import FAKE_PRESETS, FakeEngine, fake_events, fake_presets, wait_for
 
 SMALL, MEDIUM, LARGE = (80, 24), (120, 40), (200, 60)
 
@@ -60,15 +59,6 @@ async def _start(pilot, key: str = "s") -> None:
     await pilot.press(key)
     await pilot.app.workers.wait_for_complete()
     pilot.app.controller.tick()
-    await pilot.pause()
-
-
-async def wait_for(pilot, condition, timeout: float = 10.0, what: str = "") -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await pilot.pause(0.02)
     await pilot.pause()
 
 
@@ -426,6 +416,24 @@ async def test_attached_run_shows_its_own_config_in_the_form(tmp_path):
         assert "run 20250101-000000-line" in str(form.border_title)
 
 
+class RestartedAtLowerLr(LongRun):
+    """The attached run was restarted at lr 0.005: a recorded change at step 0."""
+
+    def follow(self, run_dir):
+        handle = super().follow(run_dir)
+        change = ev.HparamChanged(step=0, key="optim.lr", old=0.05, new=0.005)
+        handle._buffer = [handle._buffer[0], change, *handle._buffer[1:]]
+        return handle
+
+
+async def test_the_form_follows_the_attached_runs_lr_changes(tmp_path):
+    app, _ = _app(tmp_path, engine=RestartedAtLowerLr(), attach=str(tmp_path / "runs" / "r1"))
+    async with app.run_test(size=MEDIUM) as pilot:
+        await wait_for(pilot, lambda: app.controller.run_state.state == "finished")
+        await wait_for(pilot, lambda: app.query_one("#f-lr", Input).value == "0.005")
+        assert "preset values" in str(app.query_one("#form-errors").render())
+
+
 async def test_opening_another_run_while_one_is_live_asks_first(tmp_path):
     engine = FakeEngine()
     engine.run_rows = _rows()
@@ -524,3 +532,70 @@ async def test_the_focused_pane_is_clearly_marked(tmp_path):
         app.query_one(LossPlot).focus()
         await pilot.pause()
         assert app.query_one(LossPlot).styles.border_top[0] == "heavy"
+
+
+# --- issue 9's nits: sparklines before data, the plot title's keys, help at 80x24 -----------
+async def test_sparklines_wait_for_two_snapshots_and_the_plot_title_follows_the_keymap(
+        tmp_path):
+    config_dir = tmp_path / "config" / "torchdeck"
+    config_dir.mkdir(parents=True)
+    (config_dir / "keymap.toml").write_text('plot-view = "j"\ntoggle-log = ["o", "ctrl+o"]\n')
+
+    def one_snapshot(run_dir, config):
+        events = fake_events(run_dir, config)
+        params = [e for e in events if isinstance(e, ev.ParamStats)]
+        return [e for e in events if e not in params[:-1]]
+
+    app, _ = _app(tmp_path, engine=FakeEngine(events=one_snapshot))
+    async with app.run_test(size=MEDIUM) as pilot:
+        await _ready(pilot)
+        title = app.query_one(LossPlot).border_title
+        assert "[j]Loss" in title and "[o]lin" in title and "[v]all" in title, title
+        spark = app.query_one("#spark-grad", Sparkline)
+        assert not spark.display and app.query_one("#spark-grad-empty").display
+        await _start(pilot)
+        assert not spark.display  # one snapshot: no flat line that means nothing
+        await pilot.press("j")
+        await pilot.pause()
+        assert app.query_one(LossPlot).model.view == "accuracy"
+        assert "[j]Accuracy" in app.query_one(LossPlot).border_title
+
+    app, _ = _app(tmp_path / "again")
+    async with app.run_test(size=MEDIUM) as pilot:
+        await _ready(pilot)
+        await _start(pilot)
+        spark = app.query_one("#spark-grad", Sparkline)
+        assert spark.display and list(spark.data) == [0.12] * 3
+        assert not app.query_one("#spark-grad-empty").display
+
+
+async def test_help_fits_80x24_without_scrolling(tmp_path):
+    app, _ = _app(tmp_path)
+    async with app.run_test(size=SMALL) as pilot:
+        await _ready(pilot)
+        await pilot.press("question_mark")
+        await pilot.pause()
+        box = app.screen.query_one("#help-box")
+        assert box.max_scroll_y == 0, box.max_scroll_y
+        text = "\n".join(s.text for s in app.screen._compositor.render_strips())
+        for action in MAIN_ACTIONS:
+            assert (action.title or action.label) in text, action
+        assert "Columns left / right" in text and "Open the highlighted run" in text
+
+
+async def test_a_finished_runs_inspector_says_when_its_snapshot_was_taken(tmp_path):
+    def events(run_dir, config):  # the last snapshot at step 400, the run ends at 403
+        return [*fake_events(run_dir, config),
+                ev.StepMetrics(first_step=401, epoch=41, losses=(0.1,) * 3, lr=0.01,
+                               elapsed_s=4.03, samples_per_s=300.0, steps_per_s=100.0),
+                ev.Finished(status="finished", step=403,
+                            summary={"steps": 403, "epochs": 40, "final_loss": 0.1})]
+
+    app, _ = _app(tmp_path, engine=FakeEngine(events=events))
+    async with app.run_test(size=MEDIUM) as pilot:
+        await _ready(pilot)
+        await _start(pilot)
+        await _ready(pilot)
+        inspector = app.query_one(Inspector)
+        assert inspector.border_title == "Parameters at step 400 (ended at 403)"
+        assert app.controller.run_state.step == 403 and app.controller.run_state.epoch == 40

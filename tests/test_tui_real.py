@@ -21,7 +21,7 @@ from tui.panes.inspector import ParamTable
 from tui.panes.loss_plot import LossPlot
 from tui.panes.params_form import ParamsForm
 from tui.panes.presets import PresetsPane
-from tui_fakes import kill_workers
+from tui_fakes import kill_workers, wait_for
 
 SIZE = (120, 40)
 
@@ -141,15 +141,6 @@ def reap(tmp_path: Path):
     pids: list[int] = []
     yield pids
     kill_workers(tmp_path / "runs", pids)
-
-
-async def wait_for(pilot, condition, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out; state {pilot.app.controller.run_state}")
-        await pilot.pause(0.05)
-    await pilot.pause()  # and the screen has taken in what the run controller posted
 
 
 def run_toml(app) -> dict:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-import time
 import tomllib
 from pathlib import Path
 
@@ -16,11 +15,11 @@ import pytest
 from textual.widgets import DataTable, Input, Static
 
 from tui.app import make_app
-from tui.modals import ResumeDialog
+from tui.modals import RecoveryDialog
 from tui.panes.loss_plot import LossPlot
 from tui.panes.params_form import ParamsForm
 from tui.screens.runs import OverlayPlot, RunsScreen
-from tui_fakes import kill_workers
+from tui_fakes import kill_workers, wait_for
 
 SIZE = (120, 40)
 
@@ -70,16 +69,6 @@ def _quick_idle(monkeypatch):
 
     monkeypatch.setattr("textual.pilot.wait_for_idle", short_wait)
     monkeypatch.setattr("textual.app.wait_for_idle", short_wait)
-
-
-async def wait_for(pilot, condition, timeout: float = 20.0, what: str = "") -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}; "
-                                 f"state {pilot.app.controller.run_state}")
-        await pilot.pause(0.05)
-    await pilot.pause()  # and the screen has taken in what the run controller posted
 
 
 async def open_runs(pilot) -> RunsScreen:
@@ -160,14 +149,10 @@ async def test_damaged_run_folders_are_listed_as_damaged(tmp_path, runs, reap):
         await pilot.pause()
         # resuming the run whose last.pt is truncated: the engine's one-line error
         table.move_cursor(row=table.get_row_index(str(runs["bad-ckpt"])))
-        await pilot.press("u")
-        await pilot.pause()
-        assert isinstance(app.screen, ResumeDialog)
-        await pilot.press("enter")
-        await wait_for(pilot, lambda: "cannot start" in app.main_screen.message, timeout=30,
-                       what="the resume error")
-        message = app.main_screen.message
-        assert "unreadable checkpoint" in message or "last.pt" in message
+        await pilot.press("u")  # a finished run: the engine offers nothing, and says so
+        await wait_for(pilot, lambda: "nothing to resume" in app.main_screen.message,
+                       timeout=30, what="the answer about the damaged run")
+        assert not isinstance(app.screen, RecoveryDialog)
         assert app.is_running
         assert app.query_one(ParamsForm).config is not None  # the app still works
 
@@ -195,13 +180,13 @@ async def test_diverged_run_offers_to_resume_with_a_lower_lr(tmp_path, runs, rea
                    attach=str(run_dir))
     try:
         async with app.run_test(size=SIZE) as pilot:
-            await wait_for(pilot, lambda: isinstance(app.screen, ResumeDialog),
-                           what="the offer")
+            await wait_for(pilot, lambda: isinstance(app.screen, RecoveryDialog),
+                           timeout=30, what="the offer")
             assert app.controller.run_state.state == "diverged"
             dialog = app.screen
-            note = str(dialog.query_one("#resume-note", Static).render())
+            note = str(dialog.query_one("#recovery-note", Static).render())
             assert "diverged at step" in note
-            assert dialog.query_one("#resume-lr", Input).value == "0.5"  # lr 5 / 10
+            assert dialog.query_one("#recovery-lr", Input).value == "0.5"  # lr 5 / 10
             await pilot.press("enter")  # resume with lr 0.5, from the last good checkpoint
 
             def resumed() -> bool:

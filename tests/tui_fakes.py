@@ -158,6 +158,23 @@ class FakeHandle:
         pass
 
 
+def fake_recoveries(run_dir: str, checkpoint: bool = True) -> list[Any]:
+    """Options as the engine gives them for the fake diverged run (lr 0.01, diverged at step
+    101): a resume from best.pt at step 50 where there is a checkpoint, then a fresh start
+    and a replay, each at lr 0.001."""
+    from engine.jobs import ReplayJob, ResumeJob
+    from tui.engine_port import Recovery
+
+    sets = ("optim.lr=0.001",)
+    out = [Recovery("resume", "best", 50, 0.001, 101, "Resume from best.pt at step 50",
+                    ResumeJob(run_dir, overrides=sets, source="best"))] if checkpoint else []
+    out.append(Recovery("fresh", None, 0, 0.001, 101, "Start again from step 0",
+                        ResumeJob(run_dir, overrides=sets, source="fresh")))
+    out.append(Recovery("replay", None, 0, 0.001, 101, "Replay as a new run",
+                        ReplayJob(run_dir, overrides=sets)))
+    return out
+
+
 class FakeEngine:
     """Presets from FAKE_PRESETS; `start` returns a FakeHandle replaying `fake_events`."""
 
@@ -171,6 +188,7 @@ class FakeEngine:
         self.jobs: list[dict[str, Any]] = []
         self.run_rows: list[Any] = []
         self.system_calls: list[tuple[Any, str]] = []
+        self.recoveries: Any = None  # run_dir -> [Recovery] (None: fake_recoveries)
 
     def presets(self, extra_dirs: Any) -> list[PresetInfo]:
         return fake_presets()
@@ -221,6 +239,11 @@ class FakeEngine:
         self.system_calls.append((pid, device))
         return FAKE_GPU if str(device).startswith("cuda") else FAKE_SYSTEM
 
+    def recovery_options(self, run_dir: Any) -> list[Any]:
+        """What can work for a run (engine.resume.recovery_options): `recoveries(run_dir)`,
+        or a resume from best.pt at step 50 of 101 at a tenth of the fake's lr."""
+        return list((self.recoveries or fake_recoveries)(str(run_dir)))
+
     def run_status(self, run_dir: Any) -> Any:
         """The row of `run_dir` in run_rows (tests change it to show a run ending)."""
         for row in self.run_rows:
@@ -263,3 +286,25 @@ def kill_workers(runs_dir: Path, pids: Any = ()) -> list[int]:
         except ProcessLookupError:
             pass
     return killed
+
+
+async def wait_for(pilot: Any, condition: Any, timeout: float = 60.0, what: str = "") -> None:
+    """Wait for the state a test asserts (never a fixed pause); fail naming it."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            run_state = getattr(getattr(pilot.app, "controller", None), "run_state", None)
+            state = f"; run state {run_state.state}" if run_state is not None else ""
+            raise AssertionError(f"timed out waiting for {what or 'the condition'}{state}")
+        await pilot.pause(0.05)
+    await pilot.pause()
+
+
+def table_rows(screen: Any) -> list[list]:
+    """The rows of the screen's DataTable, in display order."""
+    from textual.widgets import DataTable
+
+    table = screen.query_one(DataTable)
+    return [table.get_row(row.key) for row in table.ordered_rows]

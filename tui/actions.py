@@ -58,18 +58,39 @@ MAIN_ACTIONS = (
            show=False),
     Action("runs", "R", "runs", "Runs", "Runs",
            "Browse runs: compare curves and configs, open, resume, replay"),
+    Action("toggle-ranks", "k", "toggle_ranks", "Ranks", "Toggle rank table",
+           "Distributed runs: show / hide each rank's step, speed, memory, heartbeat",
+           show=False),
+    Action("lr-find", "L", "lr_find", "LR finder", "LR finder",
+           "Range test on the form's config (a fresh copy): loss against lr, a suggested lr",
+           show=False),
+    Action("gradcheck", "G", "gradcheck", "Gradcheck", "Gradient check",
+           "Autograd against finite differences on the form's model, per parameter",
+           show=False),
 )
 
 # keys inside a form field (where letters are typed, not commands), for the help screen
 FIELD_KEYS = (
-    ("enter", "Start the run (when the form is valid)"),
+    ("enter", "Start the run"),
     ("ctrl+s", "Start the run"),
-    ("escape", "Leave the field: the letter keys are commands again"),
-    ("tab, shift+tab", "Next / previous field"),
+    ("escape", "Leave the field"),
+    ("tab, S-tab", "Next / previous field"),
 )
 
 # the palette has Textual's own "Quit" already
 APP_ACTIONS = (Action("quit", "q", "quit", "Quit"),)
+
+
+KEY_NAMES = {"slash": "/", "question_mark": "?", "escape": "esc", "space": "space",
+             "enter": "enter"}
+
+
+def key_label(action_id: str, keymap: dict[str, str] | None = None) -> str:
+    """The first key bound to an action of MAIN_ACTIONS, with the user's keymap applied, as
+    a user types it ("c", "?"): for titles that name their keys."""
+    default = next((a.key for a in (*MAIN_ACTIONS, *APP_ACTIONS) if a.id == action_id), "")
+    key = (keymap or {}).get(action_id, default).split(",")[0].strip()
+    return KEY_NAMES.get(key, key)
 
 
 def bindings(actions: Iterable[Action]) -> list[Binding]:

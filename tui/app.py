@@ -29,9 +29,13 @@ def binding_ids() -> set[str]:
     from tui.help import HelpScreen
     from tui.modals import LrDialog
     from tui.panes.inspector import ParamTable
+    from tui.screens.gradcheck import GradcheckScreen
+    from tui.screens.lr_find import LrFindScreen
     from tui.screens.runs import RunsScreen
+    from tui.screens.sweep import SweepScreen
 
-    classes = (TorchdeckApp, MainScreen, RunsScreen, ParamTable, LrDialog, HelpScreen)
+    classes = (TorchdeckApp, MainScreen, RunsScreen, ParamTable, LrDialog, HelpScreen,
+               SweepScreen, LrFindScreen, GradcheckScreen)
     return {b.id for cls in classes for b in cls.BINDINGS if getattr(b, "id", None)}
 
 
@@ -78,6 +82,9 @@ class TorchdeckApp(App):
             return
         if keymap:
             self.set_keymap(keymap)
+            plot = getattr(self.main_screen, "loss_plot", None)
+            if plot is not None:  # its title names the keys
+                plot.changed()
 
     # --- the one place errors are shown ----------------------------------------------------
     def report_error(self, message: str) -> None:

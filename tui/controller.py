@@ -56,11 +56,14 @@ class RunCleared(Message):
 
 
 class RunOpened(Message):
-    """Following a handle now; `how` is 'start', 'job' or 'attach'."""
+    """Following a handle now; `how` is 'start', 'job' or 'attach'; `note`: what the status
+    line says now ("" once "opening …" is done; why a job could not start, when its run is
+    shown again)."""
 
-    def __init__(self, how: str) -> None:
+    def __init__(self, how: str, note: str = "") -> None:
         super().__init__()
         self.how = how
+        self.note = note
 
 
 class RunUpdated(Message):
@@ -77,10 +80,13 @@ class RunEnded(Message):
     """The followed run ended: a Finished, Failed or ProcessGone event (not the earlier end of
     a run being resumed). `quitting`: the app quits once the run has ended."""
 
-    def __init__(self, event: Any, quitting: bool) -> None:
+    def __init__(self, event: Any, quitting: bool, note: str = "") -> None:
         super().__init__()
         self.event = event
         self.quitting = quitting
+        # a run shown again after a resume or replay of it could not start: why (the status
+        # line keeps saying it; nothing is offered again)
+        self.note = note
 
 
 class RunFailedToStart(Message):
@@ -113,8 +119,12 @@ class RunController:
         self.pacer = RedrawPacer(min_interval=tick_s, budget=REDRAW_BUDGET)
         self.quit_when_ended = False  # the user chose "stop and quit"
         self._resuming = False  # following a resume job whose new start is not in yet
+        self._held_end: Any = None  # an end seen while _resuming (see tick)
         self.system_poll_s = SYSTEM_POLL_S
         self._pid: int | None = None  # the followed run's worker, once known
+        self._job: Job | None = None  # the resume or replay job followed, until it starts
+        self.notice = ""  # the trainer's notice for the run just started ("" if none)
+        self._attach_note = ""  # why the run is shown again (a job of it could not start)
 
     @property
     def run_state(self) -> RunState:
@@ -148,14 +158,16 @@ class RunController:
         """Resume or replay a run (engine.jobs) and follow it."""
         self._clear(note=note)
         self._resuming = isinstance(job, ResumeJob)
+        self._job = job
         engine = self.engine
-        self._open(lambda: engine.spawn(job), "job", "cannot start the run")
+        self._open(lambda: engine.spawn(job), "job", "cannot start the run", back_to=job.ref)
 
-    def attach(self, run_dir: str | Path) -> None:
+    def attach(self, run_dir: str | Path, note: str = "") -> None:
         """Follow a run: its whole history so far, then live if its process still trains."""
-        self._clear(note=f"opening {Path(run_dir).name}…")
-        self.screen.run_worker(self._attach(run_dir), group="attach", exit_on_error=False,
-                               exclusive=True)
+        self._clear(note=note or f"opening {Path(run_dir).name}…")
+        self._attach_note = note
+        self.screen.run_worker(self._attach(run_dir, note), group="attach",
+                               exit_on_error=False, exclusive=True)
 
     def _clear(self, task: str = "", note: str = "") -> None:
         detached = self.run_state.run_id if self.live else ""
@@ -164,15 +176,24 @@ class RunController:
         self.pacer.reset()
         self.follower.reset("starting")
         self._resuming = False
+        self._held_end = None
         self._pid = None
+        self._job = None
+        self.notice = ""
+        self._attach_note = ""
         self.screen.post_message(RunCleared(task, note, detached))
 
-    def _open(self, make: Callable[[], Awaitable[Any]], how: str, what: str) -> None:
+    def _open(self, make: Callable[[], Awaitable[Any]], how: str, what: str,
+              back_to: str | None = None) -> None:
+        """Start following what `make` gives; if it fails, say why and (`back_to`: the run a
+        resume or replay came from) show that run again rather than an empty screen."""
         async def run() -> None:
             try:
                 handle = await make()
             except Exception as err:
                 self._failed(f"{what}: {user_message(err)}", user_message(err))
+                if back_to:
+                    self.attach(back_to, note=f"{what}: {user_message(err)}")
                 return
             self._follow(handle, how)
 
@@ -186,7 +207,7 @@ class RunController:
             handle.stop()
         self.tick()
 
-    async def _attach(self, run_dir: str | Path) -> None:
+    async def _attach(self, run_dir: str | Path, note: str = "") -> None:
         # the handle puts the history as one summary event (engine.summary: the same cost
         # at any length), then what the log gains; an empty summary is no history
         try:
@@ -199,7 +220,7 @@ class RunController:
         events = handle.drain()
         self.handle = handle
         self.run_state.run_dir = str(run_dir)
-        self.screen.post_message(RunOpened("attach"))
+        self.screen.post_message(RunOpened("attach", note))
         self._fold(events, redraw=True)
         if not any(e.type != "history" or e.events or e.last_step for e in events):
             self.run_state.state = "idle"
@@ -217,18 +238,35 @@ class RunController:
         """Drain what the run emitted since the last tick; say when to redraw."""
         events = self.handle.drain() if self.handle is not None else []
         self._fold(events)
+        held = self._held_end
+        if held is not None and not events and self._stream_over():
+            # the end held back as a resumed run's earlier one was its own: the resumed
+            # run ended before the follower first read its log (its start and end both in
+            # the history), and nothing came after it
+            self._held_end, self._resuming = None, False
+            self.screen.post_message(RunEnded(held, self.quit_when_ended, self._attach_note))
+
+    def _stream_over(self) -> bool:
+        handle = self.handle
+        ended = getattr(handle, "ended", None)
+        return bool(ended) if ended is not None else not getattr(handle, "alive", True)
 
     def _fold(self, events: list[Any], redraw: bool = False) -> None:
+        if self._job is not None:
+            self._notice_of(events)
         up = self.follower.apply(events) if events else None
         ended = None
         if up is not None:
             if up.started is not None and up.ended is None:
                 self._resuming = False  # the resumed run has started: its own end counts
+                self._held_end = None
             if up.ended is not None:
                 # the end decides what is dead (a short run may have one snapshot): show again
                 up.params = self.follower.last_params
                 if not self._resuming:  # not the earlier end of a run being resumed
                     ended = up.ended
+                else:  # the earlier end, or (if nothing comes after it) the resumed run's
+                    self._held_end = up.ended
         urgent = up is not None and (up.state_changed or up.started is not None
                                      or bool(up.lr_changes))
         if redraw or not self.run_state.active:
@@ -239,7 +277,26 @@ class RunController:
         if up is not None or redraw:
             self.screen.post_message(RunUpdated(up, redraw))
         if ended is not None:
-            self.screen.post_message(RunEnded(ended, self.quit_when_ended))
+            self.screen.post_message(RunEnded(ended, self.quit_when_ended, self._attach_note))
+
+    def _notice_of(self, events: list[Any]) -> None:
+        """The trainer's notice for a resume that starts again from step 0 (the run has no
+        checkpoint yet, or a fresh start was chosen): the worker writes it to its own log;
+        here the run's start says it. A start in the history may be the earlier run's,
+        unless a fresh start was asked for (its log was emptied before the worker said so)."""
+        job = self._job
+        fresh = isinstance(job, ResumeJob) and job.source == "fresh"
+        starts = [e for e in events if e.type == "run_started"] + [
+            e for h in events if fresh and h.type == "history" for e in h.events
+            if e.type == "run_started"]
+        started = starts[0] if starts else None
+        if started is None:
+            return
+        self._job = None
+        if isinstance(job, ResumeJob) and started.start_step == 0:
+            why = "starting again" if job.source == "fresh" else "no checkpoint: restarting"
+            self.notice = (f"{started.run_id}: {why} from step 0 (same config and seed: "
+                           "the same run)")
 
     def poll_system(self) -> None:
         """Sample the machine in a thread (psutil, NVML and run.toml reads stay off the event

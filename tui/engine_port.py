@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from tui.engine_tools import EngineTools
+
 
 @dataclass
 class RunRow:
@@ -32,6 +34,7 @@ class RunRow:
     lr: float | None = None  # the lr it ended with
     config: dict[str, Any] = field(default_factory=dict)
     problem: str = ""  # why it is damaged
+    reason: str = ""  # why it failed or diverged (run.toml [summary] reason)
 
     @property
     def damaged(self) -> bool:
@@ -51,6 +54,28 @@ class RunRow:
         return self.status in ("stopped", "killed", "diverged", "failed") and not self.problem
 
 
+@dataclass(frozen=True)
+class Recovery:
+    """One way to go on with a stopped, killed, failed or diverged run (the engine's
+    engine.resume.Option, as plain data): what it does, from which step, at which lr."""
+
+    kind: str  # resume (from a checkpoint) | fresh (again from step 0, same folder) | replay
+    source: str | None  # the checkpoint a resume starts from: last | best
+    step: int  # the step it starts from
+    lr: float | None  # the lr proposed (None: the run's own)
+    reached: int  # the step the run had reached (a resume goes back from there to `step`)
+    label: str  # the engine's one line for it
+    job: Any = None  # the engine.jobs job that does it, at `lr`
+
+    def job_at(self, lr: float | None) -> Any:
+        """The job at another learning rate (None or the proposed one: as it is)."""
+        import dataclasses
+
+        if lr is None or lr == self.lr:
+            return self.job
+        return dataclasses.replace(self.job, overrides=(f"optim.lr={lr!r}",))
+
+
 class Engine(Protocol):
     def presets(self, extra_dirs: Iterable[str | Path]) -> list[Any]: ...
     def devices(self) -> list[str]: ...
@@ -61,7 +86,17 @@ class Engine(Protocol):
     def runs(self, runs_dir: str | Path | None) -> list[RunRow]: ...
     def curve(self, run_dir: str | Path) -> list[tuple[int, float]]: ...
     def system(self, pid: int | None, device: str) -> Any: ...  # engine.system.SystemSample
+    def ranks(self, run_dir: str | Path, live: bool) -> Any: ...  # engine.ranks.RankView
     def run_status(self, run_dir: str | Path) -> RunRow: ...
+    def recovery_options(self, run_dir: str | Path) -> list[Recovery]: ...  # from a thread
+    # sweeps, the LR finder and the gradient check (tui/engine_tools.py): from threads
+    def sweeps(self, runs_dir: str | Path | None) -> list[Any]: ...  # engine.sweep.SweepView
+    def sweep(self, path: str | Path) -> Any: ...
+    def start_sweep(self, config: Mapping[str, Any], grid: list[tuple[str, list[Any]]],
+                    runs_dir: str | Path | None, sets: list[str]) -> Any: ...
+    def lr_find(self, config: Mapping[str, Any], on_step: Any, cancelled: Any,
+                steps: int = 200) -> Any: ...  # engine.lr_find.LRFindResult
+    def gradcheck(self, config: Mapping[str, Any], cancelled: Any) -> Any: ...
 
 
 def run_row(run: Any) -> RunRow:
@@ -87,13 +122,14 @@ def run_row(run: Any) -> RunRow:
             duration_s=record.duration_s, steps=summary.get("steps"),
             final_loss=summary.get("final_loss"), best=best, lr=record.lr,
             config=record.config, problem=record.problem,
+            reason=str(summary.get("reason") or ""),
         )
     except Exception as err:  # a run.toml that parses but holds nonsense
         return RunRow(id=run.id, path=str(record.path), status="damaged",
                       problem=f"run.toml: {type(err).__name__}: {err}")
 
 
-class RealEngine:
+class RealEngine(EngineTools):
     def presets(self, extra_dirs: Iterable[str | Path]) -> list[Any]:
         from engine.presets import discover_presets
 
@@ -136,10 +172,14 @@ class RealEngine:
         import asyncio
 
         from engine.handle import FollowHandle
-        from engine.jobs import start_detached
+        from engine.jobs import TrainJob, start_detached
 
         started = await asyncio.to_thread(start_detached, job)
-        return FollowHandle(started.run_dir, pid=started.pid)
+        # a resumed run's folder holds its past: summarised (engine.summary), as on attach,
+        # the same cost at any length (a replay's too, for the same reading); a new run's
+        # folder is empty: its few events as they are
+        history = "events" if isinstance(job, TrainJob) else "summary"
+        return FollowHandle(started.run_dir, pid=started.pid, history=history)
 
     async def start(self, config: Mapping[str, Any], runs_dir: str | Path | None) -> Any:
         from engine.jobs import TrainJob
@@ -166,12 +206,42 @@ class RealEngine:
         curve = read_curve(run_dir, max_points=2000)
         return list(zip(curve.steps.tolist(), curve.mean.tolist(), strict=True))
 
+    def ranks(self, run_dir: str | Path, live: bool) -> Any:
+        """A distributed run's rank view (engine.ranks.RankView, flagged while `live`), or
+        None; call from a thread."""
+        from engine.ranks import read_ranks
+
+        return read_ranks(Path(run_dir), live=live)
+
     def system(self, pid: int | None, device: str) -> Any:
         """CPU, RAM and GPU figures (engine.system: psutil and nvidia-ml-py, no torch); call
         from a thread."""
         from engine.system import sample
 
         return sample(pid, device or "cpu")
+
+    def recovery_options(self, run_dir: str | Path) -> list[Recovery]:
+        """What can work for a stopped, killed, failed or diverged run, best first
+        (engine.resume.recovery_options: it reads the checkpoints, so torch): asked in a
+        short-lived process, as `devices` is, so the app never loads torch. From a thread."""
+        import json
+        import subprocess
+        import sys
+
+        from engine.jobs import job_from_dict
+
+        code = ("import json, sys; from dataclasses import asdict; "
+                "from engine.jobs import job_to_dict; "
+                "from engine.resume import recovery_options; d = sys.argv[1]; "
+                "print(json.dumps([{**asdict(o), 'job': job_to_dict(o.job(d))} "
+                "for o in recovery_options(d)]))")
+        done = subprocess.run([sys.executable, "-c", code, str(run_dir)], capture_output=True,
+                              text=True, timeout=120, check=False)
+        lines = done.stdout.strip().splitlines()
+        if done.returncode != 0 or not lines:
+            tail = done.stderr.strip().splitlines()
+            raise RuntimeError(tail[-1] if tail else f"exit code {done.returncode}")
+        return [Recovery(**{**o, "job": job_from_dict(o["job"])}) for o in json.loads(lines[-1])]
 
     def run_status(self, run_dir: str | Path) -> RunRow:
         """One run's row again (the runs screen refreshes the alive ones); from a thread."""

@@ -89,6 +89,24 @@ def value_label(value: float, step: float) -> str:
     return f"{value:.{decimals}f}"
 
 
+def axis_labels(values: list[float], step: float) -> list[str]:
+    """The ticks of one axis written alike: when one needs an exponent, all share the
+    largest one's (0, 0.5e5, 1.0e5, 1.5e5 rather than 0, 50000, 1e5, 1.50e5)."""
+    labels = [value_label(v, step) for v in values]
+    nonzero = [abs(v) for v in values if v]
+    if not nonzero or not any("e" in label for label in labels):
+        return labels
+    e = math.floor(math.log10(max(nonzero)) + 1e-9)
+    d = 0
+    if step > 0:  # as many decimals as the mantissas' spacing needs (0.25: two)
+        mantissa_step = step / 10 ** e
+        d = max(0, -math.floor(math.log10(mantissa_step) + 1e-9))
+        if not math.isclose(round(mantissa_step, d), mantissa_step, rel_tol=1e-6):
+            d += 1
+        d = min(4, d)
+    return ["0" if v == 0 else f"{v / 10 ** e:.{d}f}e{e}" for v in values]
+
+
 def _is_power_of_ten(v: float) -> bool:
     return v > 0 and math.isclose(10 ** round(math.log10(v)), v, rel_tol=1e-9)
 
@@ -116,8 +134,9 @@ def log_ticks(lo: float, hi: float, max_ticks: int = 5) -> tuple[list[float], li
     return [math.log10(v) for v in values], [value_label(v, step) for v in values]
 
 
-# how the x axis counts: steps (1k, 2.5k), epochs (whole numbers), or plain values (fit view)
-X_KINDS = ("step", "epoch", "value")
+# how the x axis counts: steps (1k, 2.5k), epochs (whole numbers), plain values (fit view),
+# or log10 values labelled as decades (the LR finder's lr)
+X_KINDS = ("step", "epoch", "value", "log")
 
 
 def render_plot(
@@ -185,9 +204,11 @@ def render_plot(
         fig.draw(sig)
     x_ticks = max(3, min(8, width // 10))
     xs = nice_ticks(xlo, xhi, x_ticks, integer=x_kind in ("step", "epoch"))
-    if x_kind == "value":
+    if x_kind == "log":
+        xs, x_labels = log_ticks(xlo, xhi, x_ticks)
+    elif x_kind == "value":
         step = nice_step(xhi - xlo, x_ticks)
-        x_labels = [value_label(x, step) for x in xs]
+        x_labels = axis_labels(xs, step)
     else:
         x_labels = [count_label(x) for x in xs]
     if log_y:
@@ -195,7 +216,7 @@ def render_plot(
     else:
         ys = nice_ticks(ylo, yhi, y_ticks)
         step = nice_step(yhi - ylo, y_ticks)
-        y_labels = [value_label(y, step) for y in ys]
+        y_labels = axis_labels(ys, step)
     fig.ruler(0).lim(xlo, xhi)
     fig.ruler(1).lim(ylo, yhi)
     if xs:
@@ -203,6 +224,25 @@ def render_plot(
     if ys:
         fig.ruler(1).ticks(ys, y_labels)
     return ansi_to_text(fig.build().string())
+
+
+def render_lr_curve(lrs: list[float], losses: list[float], suggestion: float | None,
+                    width: int, height: int) -> Text:
+    """The LR finder's smoothed loss against lr on a log x axis (decades as labels), the
+    suggested lr marked by a vertical line."""
+    pairs = [(math.log10(x), y) for x, y in zip(lrs, losses, strict=False)
+             if x > 0 and math.isfinite(y)]
+    if not pairs:
+        return Text("no losses yet", style="dim")
+    trace = Trace([p[0] for p in pairs], [p[1] for p in pairs], "blue")
+    marks = [math.log10(suggestion)] if suggestion and suggestion > 0 else []
+    # y from the lowest loss to the highest before it: the explosion that ends the test
+    # runs off the top instead of flattening the part that matters
+    ys = trace.ys
+    low = min(range(len(ys)), key=lambda i: ys[i])
+    top = max(ys[: low + 1])
+    y_range = (ys[low], top + 0.05 * (top - ys[low])) if top > ys[low] else None
+    return render_plot([trace], width, height, x_kind="log", markers=marks, y_range=y_range)
 
 
 def _plotext():

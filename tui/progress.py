@@ -18,11 +18,11 @@ from rich.progress import (
     TaskID,
     TextColumn,
     TimeElapsedColumn,
-    TimeRemainingColumn,
 )
 
 from engine import events as ev
 from engine.cli import plain_printer
+from engine.rate import clock
 
 
 class ProgressBar:
@@ -39,8 +39,7 @@ class ProgressBar:
             TextColumn("loss {task.fields[loss]:<9}"),
             TextColumn("{task.fields[rate]}"),
             TimeElapsedColumn(),
-            TextColumn("ETA"),
-            TimeRemainingColumn(),
+            TextColumn("ETA {task.fields[eta]}"),
             console=self.console,
             transient=False,
             refresh_per_second=4,
@@ -48,6 +47,7 @@ class ProgressBar:
         self.lines = plain_printer(write=self._write, step_lines=False, every_s=2.0)
         self.task: TaskID | None = None
         self.total_epochs = 0
+        self.total_steps = 0
 
     def _write(self, text: str) -> None:
         self.console.print(text, markup=False, highlight=False, soft_wrap=True)
@@ -56,6 +56,7 @@ class ProgressBar:
         if isinstance(event, ev.RunStarted):
             self.lines(event)
             self.total_epochs = event.total_epochs
+            self.total_steps = event.total_steps
             if self.task is None:
                 self.progress.start()
                 self.task = self.progress.add_task(
@@ -65,19 +66,25 @@ class ProgressBar:
                     epoch=f"{event.start_epoch + 1}/{event.total_epochs}",
                     loss="-",
                     rate="",
+                    eta="-:--",
                 )
             return
+        # the printer first: its meter takes this flush in (rate and ETA over the recent
+        # training time, pauses and the first steps' warm-up left out)
+        if isinstance(event, (ev.Finished, ev.Failed)):
+            self.close()
+        self.lines(event)
         if isinstance(event, ev.StepMetrics) and self.task is not None:
+            meter = self.lines.rate
+            rate, eta = meter.steps_per_s, meter.eta_s(self.total_steps, event.last_step)
             self.progress.update(
                 self.task,
                 completed=event.last_step,
                 epoch=f"{event.epoch}/{self.total_epochs}",
                 loss=f"{event.losses[-1]:.4g}",
-                rate=f"{event.steps_per_s:,.0f} steps/s",
+                rate="" if rate is None else f"{rate:,.0f} steps/s",
+                eta="-:--" if eta is None else clock(eta),
             )
-        if isinstance(event, (ev.Finished, ev.Failed)):
-            self.close()
-        self.lines(event)
 
     def close(self) -> None:
         """Leave the bar as it last was and give the terminal back (idempotent)."""

@@ -13,6 +13,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from engine.rate import RateMeter
+
 ACTIVE_STATES = ("starting", "running", "paused", "stopping")
 
 
@@ -52,6 +54,8 @@ class RunState:
     accuracy: float | None = None
     best_accuracy: float | None = None
     config: dict[str, Any] = field(default_factory=dict)  # the run's own (RunStarted)
+    # the speed over the recent training time: pauses and the first steps' warm-up left out
+    meter: RateMeter = field(default_factory=RateMeter, repr=False, compare=False)
 
     def take_epoch(self, event: Any) -> None:
         if event.val_loss is not None and math.isfinite(event.val_loss):
@@ -175,8 +179,11 @@ class Follower:
             run.epoch = max(run.epoch, event.epoch)
             run.lr = event.lr
             run.elapsed_s = event.elapsed_s
-            run.steps_per_s = event.steps_per_s
-            run.samples_per_s = event.samples_per_s
+            run.meter.add(event.elapsed_s, event.last_step)
+            rate = run.meter.steps_per_s or 0.0
+            batch = event.samples_per_s / event.steps_per_s if event.steps_per_s > 0 else \
+                run.batch_size  # the global batch of a run in several processes
+            run.steps_per_s, run.samples_per_s = rate, rate * batch
         elif kind == "epoch":
             up.epochs.append(event)
             run.step = max(run.step, event.step)
@@ -211,8 +218,8 @@ class Follower:
             self._started(event)
         elif kind == "finished":
             run.state = event.status
-            run.step = event.step
             run.summary = dict(event.summary)
+            self._counters(event.step, run.summary, event.status == "diverged")
             run.take_summary(run.summary)
             run.reason = str(event.summary.get("reason", "")) if event.status == \
                 "diverged" else ""
@@ -221,8 +228,27 @@ class Follower:
         elif kind in ("failed", "gone"):
             run.state = "failed" if kind == "failed" else "killed"
             run.reason = event.reason
+            if kind == "failed":
+                self._counters(event.step, dict(event.summary or {}), False)
             self.dead.ended = True
             up.ended = event
+
+    def _counters(self, step: int, summary: dict[str, Any], diverged: bool) -> None:
+        """Step and epoch of an ended run as its record has them (one truth with `runs` and
+        the headless lines): diverged_step and diverged_epoch, else steps and epochs."""
+        run = self.run
+
+        def count(key: str) -> int | None:
+            value = summary.get(key)
+            return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+        steps = count("diverged_step") if diverged else None
+        epochs = count("diverged_epoch") if diverged else None
+        steps = steps if steps is not None else count("steps")
+        epochs = epochs if epochs is not None else count("epochs")
+        run.step = steps if steps is not None else step
+        if epochs is not None:
+            run.epoch = epochs
 
     def _history(self, history: Any, up: Update) -> None:
         """A History event (a FollowHandle in summary mode puts it first): the curve goes to
@@ -285,6 +311,7 @@ class Follower:
         run.batch_size = event.batch_size
         run.step = event.start_step
         run.epoch = event.start_epoch
+        run.meter.reset()
         run.lr = event.lr
         run.config = dict(event.config or {})
         run.last_checkpoint_t = None

@@ -46,7 +46,8 @@ def metric(value: float | None) -> str:
     if value != 0 and (abs(value) < 1e-3 or abs(value) >= 1e5):
         mantissa, _, exponent = f"{value:.2e}".partition("e")
         return f"{mantissa}e{int(exponent)}"
-    return f"{value:.4g}"
+    text = f"{value:.4g}"
+    return f"{value:.0f}" if "e" in text else text  # 12345, not 1.234e+04
 
 
 def headline(run: RunState, short: bool = False) -> list[str]:
@@ -84,7 +85,7 @@ def status_text(run: RunState, now: float, message: str = "", width: int = 0) ->
     for text, short in zip(headline(run), headline(run, short=True), strict=True):
         parts.append([2, text, "bold", short if short != text else ""])
     if run.steps_per_s and run.active:
-        parts.append([4, f"{rate(run.steps_per_s)} it/s", "", ""])
+        parts.append([4.5, f"{rate(run.steps_per_s)} it/s", "", ""])  # ETA outlives it
         parts.append([9, f"{rate(run.samples_per_s)} samples/s", "", ""])
     if run.eta_s is not None:
         parts.append([4, f"ETA {duration(run.eta_s)}", "", ""])

@@ -11,16 +11,24 @@ Conventions (written to run.toml):
   engine/train/strategy.py, and at epoch ends), never on a timer, so every process takes
   part in each one.
 - Commands (pause, resume, stop, set-lr) reach rank 0 and are broadcast at those points.
-- Dropout draws from each process's own RNG: a run with dropout matches a single process
-  statistically, not numerically. Checkpoints hold rank 0's RNG state.
+- Dropout draws from each process's own RNG (rank 0 keeps the run's seed, rank r seeds its
+  own after the model is built): a run with dropout matches a single process
+  statistically, not numerically. Checkpoints hold every rank's RNG states (gathered to
+  rank 0 when last.pt is written, a collective point every rank takes part in), so a run
+  resumes bit for bit in the same number of processes; in another number rank 0 keeps its
+  states and the others start fresh streams (said in one line).
+- A collective that waits longer than TORCHDECK_DIST_TIMEOUT_S (120 s) for a peer fails
+  the rank; a peer process that dies fails the others at once (its sockets close).
 """
 
 from __future__ import annotations
 
 import math
 import os
+import threading
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 import torch
@@ -36,6 +44,8 @@ class DistContext:
     world: int
     local_rank: int
     backend: str
+    stop_asked: threading.Event = field(default_factory=threading.Event)  # SIGUSR1 here
+    hosts: list[dict[str, Any]] = field(default_factory=list)  # each rank's host and pid
 
     @property
     def is_main(self) -> bool:
@@ -50,6 +60,25 @@ class DistContext:
         box = [obj]
         dist.broadcast_object_list(box, src=0)
         return box[0]
+
+    def all_gather(self, obj: Any) -> list[Any]:
+        out: list[Any] = [None] * self.world
+        dist.all_gather_object(out, obj)
+        return out
+
+    def gather(self, obj: Any) -> list[Any] | None:
+        """Every rank's `obj` on rank 0 (None elsewhere)."""
+        out: list[Any] | None = [None] * self.world if self.is_main else None
+        dist.gather_object(obj, out, dst=0)
+        return out
+
+
+def dist_timeout() -> timedelta:
+    try:
+        seconds = float(os.environ.get("TORCHDECK_DIST_TIMEOUT_S", "120"))
+    except ValueError:
+        seconds = 120.0
+    return timedelta(seconds=max(seconds, 1.0))
 
 
 def init_from_env(device_name: str) -> tuple[DistContext, str]:
@@ -66,7 +95,7 @@ def init_from_env(device_name: str) -> tuple[DistContext, str]:
         device = f"cuda:{local_rank}"
     else:
         device = "cpu"
-    dist.init_process_group(backend=backend)
+    dist.init_process_group(backend=backend, timeout=dist_timeout())
     return DistContext(rank, world, local_rank, backend), device
 
 

@@ -1,14 +1,26 @@
 """`torchdeck train PRESET --nproc N`: start a distributed run with torchrun and wait for it.
 
-torchrun (torch.distributed.run) starts the N processes and ends them all when one fails;
-afterwards this launcher makes sure run.toml says how the run ended, naming the failed
-rank's error when there is one.
+The launcher starts torchrun's agent (engine/procs/agent.py) in a session of its own, with
+a job folder of its own (`torchdeck-job-*`, also torchelastic's TMPDIR), and:
+
+- Ctrl-C or SIGTERM ask the ranks on this node to stop (SIGUSR1; each rank writes
+  its pid beside the job file): the request travels to rank 0 with the losses at the next
+  collective point, every rank stops there, a checkpoint is written and the run ends
+  `stopped`. A second signal ends the agent and its ranks at once.
+- The agent dies with the launcher (and the ranks with the agent): killing the launcher,
+  even with SIGKILL, leaves no process behind, and the agent then removes the job folder.
+- Afterwards this launcher makes sure run.toml says how the run ended, naming the failed
+  rank's error when there is one. Nodes other than 0 report their own exit only: rank 0's
+  node owns the run folder.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
+import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -21,9 +33,11 @@ from typing import Any
 from engine.errors import RunDirError, TorchdeckError
 from engine.rundir import RunDir
 
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
 
 def torchrun_command(job_file: Path, nproc: int, dist_args: dict[str, Any]) -> list[str]:
-    cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={nproc}"]
+    cmd = [sys.executable, "-m", "engine.procs.agent", f"--nproc-per-node={nproc}"]
     if dist_args.get("nnodes", 1) > 1:
         cmd += [
             f"--nnodes={dist_args['nnodes']}",
@@ -37,6 +51,81 @@ def torchrun_command(job_file: Path, nproc: int, dist_args: dict[str, Any]) -> l
     return cmd
 
 
+def agent_env(job_dir: Path, dist_args: dict[str, Any]) -> dict[str, str]:
+    """The agent's environment: its temp folders in the job folder, the launcher's pid (it
+    dies with it), and the network interface toward the master where none is set."""
+    env = {
+        **os.environ,
+        "TMPDIR": str(job_dir),
+        "TORCHDECK_JOB_DIR": str(job_dir),
+        "TORCHDECK_LAUNCHER_PID": str(os.getpid()),
+    }
+    if dist_args.get("nnodes", 1) > 1:
+        from engine.procs.lifeline import interface_for
+
+        name = interface_for(dist_args.get("master_addr") or "127.0.0.1")
+        for var in ("GLOO_SOCKET_IFNAME", "NCCL_SOCKET_IFNAME"):
+            if not env.get(var):  # not given (an empty value is not one)
+                env.pop(var, None)
+                if name:
+                    env[var] = name
+    return env
+
+
+class _Signals:
+    """The launcher's SIGINT and SIGTERM: the first asks the ranks to stop at their next
+    collective point, the second (or one before any rank is up) ends the agent."""
+
+    def __init__(self, job_dir: Path, agent: subprocess.Popen, quiet: bool) -> None:
+        self.job_dir, self.agent, self.quiet = job_dir, agent, quiet
+        self.count = 0
+        self.previous: dict[int, Any] = {}
+
+    def install(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for sig in STOP_SIGNALS:
+            self.previous[sig] = signal.signal(sig, self.handle)
+
+    def restore(self) -> None:
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+
+    def rank_pids(self) -> list[int]:
+        pids = []
+        for path in self.job_dir.glob("job.json.pid*"):
+            try:
+                pids.append(int(path.read_text()))
+            except (OSError, ValueError):
+                continue
+        return pids
+
+    def handle(self, signum: int, _frame: Any) -> None:
+        self.count += 1
+        pids = self.rank_pids() if self.count == 1 else []
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGUSR1)
+            except ProcessLookupError:
+                pass
+        if pids:
+            if not self.quiet:
+                try:
+                    print(
+                        f"torchdeck: stopping at the next sync point with a checkpoint "
+                        f"({signal.Signals(signum).name} again to end it now)",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+                except OSError:  # no terminal any more: the stop goes on
+                    pass
+            return
+        try:
+            os.killpg(self.agent.pid, signal.SIGTERM)  # the agent: torchrun ends its ranks
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
 def launch(
     job: dict[str, Any],
     nproc: int,
@@ -46,16 +135,25 @@ def launch(
     """Run a distributed job ({"action": "train", "config", "runs_dir"} or {"action": "resume",
     "ref", "runs_dir", "overrides", "source", "device"}) and wait for it; returns the exit
     status for the CLI. `on_started` is called once rank 0 has made the run folder."""
-    with tempfile.TemporaryDirectory(prefix="torchdeck-job-") as tmp:
-        job_file = Path(tmp) / "job.json"
+    dist_args = dist_args or {}
+    node_rank = int(dist_args.get("node_rank") or 0)
+    tmp = Path(tempfile.mkdtemp(prefix="torchdeck-job-"))
+    signals: _Signals | None = None
+    try:
+        job_file = tmp / "job.json"
         detached = on_started is not None  # then nobody reads the ranks' progress lines
         job_file.write_text(json.dumps({**job, "print": not detached}))
         proc = subprocess.Popen(
-            torchrun_command(job_file, nproc, dist_args or {}),
+            torchrun_command(job_file, nproc, dist_args),
             stdout=subprocess.DEVNULL if detached else None,
             stderr=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
             text=True,
+            env=agent_env(tmp, dist_args),
+            start_new_session=True,  # Ctrl-C in the terminal reaches the launcher only
         )
+        signals = _Signals(tmp, proc, quiet=detached)
+        signals.install()
         stderr: list[str] = []
         reader = threading.Thread(target=lambda: stderr.append(proc.stderr.read()), daemon=True)
         reader.start()
@@ -67,15 +165,23 @@ def launch(
         proc.wait()
         reader.join()
         err = "".join(stderr)
-        reasons = [p.read_text().strip() for p in sorted(Path(tmp).glob("job.json.rank*.error"))]
+        reasons = [p.read_text().strip() for p in sorted(tmp.glob("job.json.rank*.error"))]
         if not run_file.exists():
-            # rank 0 never made a run folder: a config error it reported, or a crash
+            # the ranks never learnt of a run folder: a config error rank 0 reported, or a crash
             told = [ln for ln in err.splitlines() if ln.startswith("torchdeck: ")]
             if told:
                 raise TorchdeckError(told[-1].removeprefix("torchdeck: "))
+            if signals.count:
+                raise RunDirError("the distributed run was interrupted before it started")
             raise RunDirError(f"the distributed run failed to start: {_summary(err, reasons)}")
         run = RunDir(Path(run_file.read_text()))
-    return _settle(run, proc.returncode, err, reasons)
+        if node_rank:
+            return _settle_other_node(run, node_rank, proc.returncode, err, reasons)
+        return _settle(run, proc.returncode, err, reasons)
+    finally:
+        if signals is not None:
+            signals.restore()
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _summary(stderr: str, reasons: list[str]) -> str:
@@ -104,6 +210,20 @@ def _settle(run: RunDir, returncode: int, stderr: str, reasons: list[str]) -> in
     reason = _summary(stderr, reasons)
     run.mark_failed(reason)
     print(f"torchdeck: run {run.id} failed: {reason}", file=sys.stderr)
+    return 1
+
+
+def _settle_other_node(
+    run: RunDir, node_rank: int, returncode: int, stderr: str, reasons: list[str]
+) -> int:
+    """A node other than 0: its ranks' exit is its answer (node 0 owns run.toml, which
+    may be on another machine, or not final yet when this node's ranks are done)."""
+    if returncode == 0:
+        return 0
+    print(
+        f"torchdeck: run {run.id} failed on node {node_rank}: {_summary(stderr, reasons)}",
+        file=sys.stderr,
+    )
     return 1
 
 

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from engine.checkpoint import restore_rng, rng_state, save_checkpoint
+from engine.checkpoint import load_checkpoint, restore_rng, rng_state, save_checkpoint
 from engine.train.losses import Diverged
 
 
@@ -105,6 +105,12 @@ class Checkpointer:
         if better:
             save_checkpoint(self.p.run.best_ckpt, payload)
             saved("best", self.p.run.best_ckpt)
+
+    def load_best_weights(self) -> None:
+        """Put best.pt's weights back into the model (early stopping ends on them)."""
+        path = self.p.run.best_ckpt
+        if path.exists():
+            self.p.model.load_state_dict(load_checkpoint(path)["model"])
 
     def restore(self, ckpt: dict[str, Any]) -> dict[str, Any]:
         """Weights, optimiser, data and RNG streams from a checkpoint; returns its progress."""

@@ -10,6 +10,8 @@ one host sync). The parts, each in its own module:
     checkpointer.py  Checkpointer: last.pt/best.pt, payload, best rule, finite guard, restore
     strategy.py      OneProcess or DDP: the model called, loss reduction, sync points, commands
     writer.py        RunWriter: events.jsonl, and run.toml derived from the events
+    recipe.py        Recipe: the step itself (schedule, clipping, accumulation, precision),
+                     its per-epoch clip counts and its checkpoint state; early_stop.py
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from engine.stats import fit_snapshot, param_stats, snapshot
 from engine.train.checkpointer import Checkpointer, nonfinite_params
 from engine.train.evaluation import evaluate, report_values
 from engine.train.losses import Diverged, LossBuffer
+from engine.train.recipe import Recipe
 from engine.train.strategy import strategy_for
 from engine.train.writer import RunWriter
 
@@ -39,7 +42,11 @@ INITIAL_SNAPSHOT_MAX = 10_000_000  # parameters: keep the initial weights for th
 
 
 class _Stop(Exception):
-    pass
+    """End the loop: "stopped" (a stop command) or "finished" (early stopping)."""
+
+    def __init__(self, status: str = "stopped") -> None:
+        super().__init__(status)
+        self.status = status
 
 
 def lr_problem(value: Any) -> str:
@@ -101,11 +108,14 @@ class Trainer:
         self._initial: list[torch.Tensor] | None = None  # weights at the start (diagnosis)
         self._stats_due = self.strategy.is_main
         self._last_stats_t = 0.0
+        self._stats_step = -1  # the step of the last ParamStats
         self._active_s = 0.0  # training time before the current segment (pauses excluded)
         self._segment_start = 0.0
         self._segment_step = 0
         self._paused = False  # while paused, elapsed time stands still
         self.notice: str | None = None  # one line for the user before the run (a restart)
+        self.recipe = Recipe(self)  # the step: schedule, clipping, accumulation, precision
+        self.early = self.recipe.early
 
     def run(self) -> ev.Event:
         """Train to the end (or until stopped); returns the Finished or Failed event."""
@@ -127,7 +137,7 @@ class Trainer:
     def _loop(self) -> str:
         """Every step until the end or a stop; returns "finished" or "stopped"."""
         s = self.strategy
-        model, opt, loss_fn, data = s.model, self.p.optimizer, self.p.loss_fn, self.p.data
+        model, data, step = s.model, self.p.data, self.recipe.step
         control, sync_every, log_every = s.polled(self.control), s.sync_every, self.log_every
         keep_loss = self.losses.pending.append
         next_change = self.scheduled[0]["step"] if self.scheduled else -1
@@ -140,12 +150,7 @@ class Trainer:
                     if self.step == next_change:
                         next_change = self.apply_scheduled()
                     before = snapshot(model) if self._stats_due else None
-                    out = model(x)
-                    loss = loss_fn(out, y)
-                    opt.zero_grad(set_to_none=True)
-                    loss.backward()
-                    opt.step()
-                    keep_loss(loss.detach())  # stays on the device: no host sync per step
+                    keep_loss(step(x, y))  # stays on the device: no host sync per step
                     self.step += 1
                     self.batch += 1
                     if before is not None:
@@ -160,14 +165,15 @@ class Trainer:
                         break
                 if self.batch >= self.steps_per_epoch or self.step >= self.total_steps:
                     self.end_epoch()
-        except _Stop:
-            return "stopped"
+        except _Stop as stop:
+            return stop.status
         return "finished"
 
     # --- the loop's side effects, in the order they come ------------------------------------
-    def commands(self) -> None:
-        """Apply the commands that arrived (in a distributed run: rank 0's, on every rank)."""
-        for command, value in self.strategy.commands(self.control):
+    def commands(self, checkpoint: bool = False) -> None:
+        """Apply the commands that arrived (in a distributed run: rank 0's, on every rank;
+        `checkpoint`: last.pt is due, which a distributed run writes as a command)."""
+        for command, value in self.strategy.commands(self.control, checkpoint):
             self._apply(command, value)
 
     def apply_scheduled(self) -> int:
@@ -181,6 +187,7 @@ class Trainer:
         """Parameter statistics (and the fit of 1-D regression) after this step."""
         self._stats_due = False
         self._last_stats_t = time.perf_counter()
+        self._stats_step = self.step
         self.emit(ev.ParamStats(step=self.step, params=param_stats(self.p.model, before)))
         fit = fit_snapshot(self.p.model, self.p.data)
         if fit is not None:
@@ -196,36 +203,51 @@ class Trainer:
         # at an epoch's last step, end_epoch (next) writes last.pt once the epoch is closed:
         # a checkpoint before that would hold the epoch open and log it twice on resume
         epoch_ending = self.batch >= self.steps_per_epoch or self.step >= self.total_steps
-        if not epoch_ending and self.ckpt.due(now):
+        if not epoch_ending and self.strategy.timed_checkpoints and self.ckpt.due(now):
             self.save("last")
 
     def sync(self, now: float) -> None:
-        """A collective point of a distributed run: a tick, then rank 0's commands."""
+        """A collective point of a distributed run: a tick, then rank 0's commands (last.pt
+        among them when it is due: every rank takes part in writing it)."""
         self.tick(now)
-        self.commands()
+        epoch_ending = self.batch >= self.steps_per_epoch or self.step >= self.total_steps
+        self.commands(checkpoint=not epoch_ending and self.ckpt.due(now))
 
     def end_epoch(self) -> None:
         """Epoch bookkeeping without a host sync, unless evaluation or a checkpoint is due."""
         self.epoch += 1
         self.batch = 0
         ckpt_due = self.ckpt.due(time.perf_counter(), epoch_end=True)
+        if not self.strategy.timed_checkpoints:  # every rank must agree: no clock here
+            ckpt_due = not self.ckpt.every
+        self.recipe.end_epoch(self.epoch)
         if not self._eval_due():
             self.losses.end_epoch(self.epoch, self.step)
-            if self.strategy.flush_at_epoch_end:
+            if self.strategy.flush_at_epoch_end or self.recipe.plateau_on_train_loss:
                 self.flush_losses()
+            if self.recipe.plateau_on_train_loss:
+                self.recipe.plateau_step(self.losses.last_epoch_loss)
             if ckpt_due:
                 self.save("last")
             return
         self.flush_losses()
         if not self.strategy.is_main:
+            if ckpt_due:
+                self.save("last")  # its part: its RNG states, gathered to rank 0
             return
         val_loss, metrics = self.evaluate()
         best = self.best_val_loss
         self.best_val_loss = val_loss if best is None else min(val_loss, best)
         self.last_metrics = metrics
-        self._epoch_event(self.epoch, self.step, self.losses.close_epoch(), val_loss, metrics)
-        if self.ckpt.improves(val_loss):
+        mean = self.losses.close_epoch()
+        shown = {**metrics, **self.recipe.epoch_metrics(self.epoch)}
+        self._epoch_event(self.epoch, self.step, mean, val_loss, shown)
+        self.recipe.plateau_step(val_loss)
+        stop = self.early.update(val_loss, metrics)
+        if self.ckpt.improves(self.early.score(val_loss, metrics)):
             self.save("best")
+        if stop:
+            raise _Stop("finished")  # _finish writes last.pt, with best.pt's weights
         if ckpt_due:
             self.save("last")
 
@@ -239,24 +261,28 @@ class Trainer:
             now = time.perf_counter()
             steps_per_s = (self.step - self._segment_step) / max(now - self._segment_start, 1e-9)
             last = flushed.first_step + len(flushed.losses) - 1
+            lrs = self.recipe.take_lrs(len(flushed.losses))
             self.emit(
                 ev.StepMetrics(
                     first_step=flushed.first_step,
                     epoch=self.epoch_of(last),  # the epoch of its last step: one truth
                     losses=tuple(flushed.losses),
-                    lr=self.lr(),
+                    lr=lrs[-1] if lrs else self.lr(),
                     elapsed_s=self.elapsed(now),
                     samples_per_s=steps_per_s * self.global_batch,
                     steps_per_s=steps_per_s,
+                    lrs=lrs,
                 )
             )
         for epoch, step, mean in flushed.epochs:
-            self._epoch_event(epoch, step, mean, None, {})
+            self._epoch_event(epoch, step, mean, None, self.recipe.epoch_metrics(epoch))
         if flushed.diverged is not None:
             raise flushed.diverged
 
     def save(self, kind: str) -> None:
-        """Write last.pt or best.pt (last.pt may bring best.pt along: Checkpointer.write)."""
+        """Write last.pt or best.pt (last.pt may bring best.pt along: Checkpointer.write).
+        A distributed run gathers every rank's RNG states for last.pt (every rank calls)."""
+        ranks = self.strategy.rank_states(self.p.data) if kind == "last" else None
         if not self.strategy.is_main:
             return
         self.flush_losses()
@@ -272,7 +298,10 @@ class Trainer:
             "metrics": dict(self.last_metrics),
         }
         position.update(self.losses.state())
+        position["recipe"] = self.recipe.state()  # schedule, scaler, early stop, accumulation
         payload = self.ckpt.payload(position, progress, self.writer.changes, self.scheduled)
+        if ranks is not None:
+            payload["rng"]["ranks"] = ranks
         self.ckpt.write(kind, payload, self._saved)
 
     def _saved(self, kind: str, path: Path) -> None:
@@ -284,6 +313,8 @@ class Trainer:
             raise _Stop
         if command == "set_lr":
             self.set_lr(value)
+        elif command == "checkpoint":
+            self.save("last")
         elif command == "pause":
             self.pause()
 
@@ -297,6 +328,7 @@ class Trainer:
         value = float(value)
         self.flush_losses()  # the losses so far were made with the old rate
         old = self.lr()
+        self.recipe.scale_lr(old, value)  # a schedule goes on from the new rate
         for group in self.p.optimizer.param_groups:
             group["lr"] = value
         self.emit(ev.HparamChanged(step=self.step, key="optim.lr", old=old, new=value))
@@ -334,6 +366,10 @@ class Trainer:
 
     def _finish(self, status: str) -> ev.Event:
         self.flush_losses()
+        if self.early.reason:  # stopped early: the model ends as best.pt holds it
+            self.ckpt.load_best_weights()
+        if self.strategy.is_main and self._stats_step != self.step:
+            self.stats(None)  # the parameters as the run ends (no update ratio: no step to compare)
         self.save("last")
         summary = self.summary()
         try:
@@ -355,6 +391,7 @@ class Trainer:
     def _diverged(self, d: Diverged) -> ev.Event:
         """Stop with status diverged; last.pt and best.pt keep the last finite weights."""
         self.losses.discard()
+        self.recipe.discard()
         bad = [n for n in nonfinite_params(self.p.model) if n not in d.what]
         reason = f"diverged at step {d.step}: {d.what}"
         if bad:
@@ -443,13 +480,16 @@ class Trainer:
         }
         if "accuracy" in self.last_metrics:
             out["test_accuracy"] = self.last_metrics["accuracy"]
+        out.update(self.recipe.summary())
         return {k: v for k, v in out.items() if v is not None}
 
     def restore(self, ckpt: dict[str, Any]) -> None:
         """Continue from a checkpoint: weights, optimiser, position, RNG streams, bookkeeping."""
         progress = self.ckpt.restore(ckpt)
+        self.notice = self.strategy.restored(ckpt)  # per-rank RNG; a changed world said
         self.step, self.epoch, self.batch = ckpt["step"], ckpt["epoch"], ckpt["batch"]
         self.losses.restore(self.step, ckpt["epoch_loss_sum"], ckpt["epoch_loss_count"], progress)
+        self.recipe.load_state(ckpt.get("recipe"))
         self.writer.changes = list(ckpt.get("changes", []))
         self.scheduled = list(ckpt.get("scheduled", []))
         self._active_s = progress.get("active_s", 0.0)

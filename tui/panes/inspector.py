@@ -9,6 +9,7 @@ they do not fit; the columns a user looks at first (gradient, update ratio, dead
 
 from __future__ import annotations
 
+import dataclasses
 from collections import deque
 from typing import Any
 
@@ -38,6 +39,7 @@ COLUMNS = (
 )
 BARS = " ▁▂▃▄▅▆▇█"
 HISTORY = 120  # snapshots of gradient norm and update ratio kept per parameter
+SPARK_EMPTY = "no history yet"
 
 
 def num(value: float | None) -> str:
@@ -46,7 +48,8 @@ def num(value: float | None) -> str:
     if value == 0:
         return "0"
     if 1e-3 <= abs(value) < 1e5:
-        return f"{value:.3g}"
+        text = f"{value:.3g}"
+        return f"{value:.0f}" if "e" in text else text  # 9140, not 9.14e+03
     mantissa, _, exponent = f"{value:.1e}".partition("e")
     return f"{mantissa}e{int(exponent)}"  # '-4.2e-6': narrow columns fit 120 cells
 
@@ -237,12 +240,12 @@ class Inspector(Container):
         with Horizontal(id="param-detail-box"):
             yield Static("", id="param-hist")
             with Vertical(id="param-side"):
-                with Horizontal(classes="spark-row"):
-                    yield Static("grad‖", classes="spark-label")
-                    yield Sparkline([], id="spark-grad", summary_function=max)
-                with Horizontal(classes="spark-row"):
-                    yield Static("upd/w", classes="spark-label")
-                    yield Sparkline([], id="spark-ratio", summary_function=max)
+                for name, label in (("grad", "grad‖"), ("ratio", "upd/w")):
+                    with Horizontal(classes="spark-row"):
+                        yield Static(label, classes="spark-label")
+                        yield Sparkline([], id=f"spark-{name}", summary_function=max)
+                        yield Static(SPARK_EMPTY, id=f"spark-{name}-empty",
+                                     classes="spark-empty")
                 with VerticalScroll(id="param-info-box"):
                     yield Static("select a parameter to see its histogram", id="param-info")
 
@@ -256,33 +259,56 @@ class Inspector(Container):
             grads, ratios = self.history.setdefault(stat.name, (deque(maxlen=HISTORY),
                                                                 deque(maxlen=HISTORY)))
             grads.append(float(stat.grad_norm or 0.0))
-            ratios.append(float(stat.update_ratio or 0.0))
+            if stat.update_ratio is not None:  # the snapshot at a run's end has none
+                ratios.append(float(stat.update_ratio))
 
     def clear(self) -> None:
         self.stats = {}
         self.history.clear()
         self._last_recorded = -1
-        self.query_one("#spark-grad", Sparkline).data = []
-        self.query_one("#spark-ratio", Sparkline).data = []
+        self._spark("grad", ())
+        self._spark("ratio", ())
         self.query_one(ParamTable).clear()
         self.query_one("#param-hist", Static).update("")
         self.query_one("#param-info", Static).update("")
         self.border_title = "Parameters"
 
     def show_stats(self, event: Any, dead: set[str] | None = None,
-                   streaks: dict[str, int] | None = None) -> None:
+                   streaks: dict[str, int] | None = None, ended_at: int | None = None) -> None:
         """Show a ParamStats event (only the newest of a tick is passed in); `dead` names the
         parameters judged dead over time, `streaks` how many snapshots in a row had a zero
-        gradient."""
-        self.stats = {p.name: p for p in event.params}
+        gradient; `ended_at`: the step an ended run stopped at (the title says so when the
+        last snapshot is older)."""
+        params = [self._with_last_ratio(p) for p in event.params]
+        self.stats = {p.name: p for p in params}
         self.dead = set(dead or ())
         self.streaks = dict(streaks or {})
         self.step = event.step
         title = f"Parameters at step {event.step:,}"
+        if ended_at is not None and ended_at > event.step:
+            title += f" (ended at {ended_at:,})"
         if self.border_title != title:
             self.border_title = title
-        self.query_one(ParamTable).set_stats(list(event.params), self.dead)
+        self.query_one(ParamTable).set_stats(params, self.dead)
         self._show_detail()
+
+    def _with_last_ratio(self, stat: Any) -> Any:
+        """The snapshot a run ends with has no update ratio (no step to compare with): show
+        the last one measured instead of a dash."""
+        ratios = self.history.get(stat.name, ((), ()))[1]
+        if stat.update_ratio is not None or not ratios:
+            return stat
+        return dataclasses.replace(stat, update_ratio=ratios[-1])
+
+    def _spark(self, name: str, values: Any) -> None:
+        """A sparkline of `values` once there are two to draw; before that a placeholder
+        (one value, or none, would draw a flat line that means nothing)."""
+        spark = self.query_one(f"#spark-{name}", Sparkline)
+        drawn = len(values) >= 2
+        spark.data = list(values) if drawn else []
+        if spark.display != drawn:
+            spark.display = drawn
+            self.query_one(f"#spark-{name}-empty", Static).display = not drawn
 
     def on_param_table_highlighted(self, event: ParamTable.Highlighted) -> None:
         event.stop()
@@ -298,8 +324,8 @@ class Inspector(Container):
         hist.update(histogram(stat.hist_counts, stat.hist_edges, rows=3, bin_width=bin_width),
                     layout=False)
         grads, ratios = self.history.get(stat.name, ((), ()))
-        self.query_one("#spark-grad", Sparkline).data = list(grads)
-        self.query_one("#spark-ratio", Sparkline).data = list(ratios)
+        self._spark("grad", grads)
+        self._spark("ratio", ratios)
         text = info(stat, stat.name in self.dead, self.streaks.get(stat.name, 0))
         width = self.query_one("#param-info-box").size.width
         lines = len(text.wrap(self.app.console, max(10, width)))

@@ -21,6 +21,7 @@ from rich.text import Text
 from textual.markup import escape
 from textual.widget import Widget
 
+from tui.actions import key_label
 from tui.plotting import Trace, render_plot
 from tui.series import DecimatedSeries, RecentWindow, smooth
 
@@ -130,13 +131,18 @@ class LossModel:
         self.version += 1
         return self.smoothing
 
-    def describe(self) -> str:
-        """The view and its settings, each with the key that changes it."""
+    def describe(self, keymap: dict[str, str] | None = None) -> str:
+        """The view and its settings, each with the key that changes it (the user's keymap
+        applied: binding id -> keys)."""
+        def key(action_id: str) -> str:
+            return f"[{key_label(action_id, keymap)}]"
+
         scale = "log" if self.log_y else "lin"
         if self.view != "loss":
-            return f"[c]{self.view.capitalize()} [g]{scale}"
+            return f"{key('plot-view')}{self.view.capitalize()} {key('toggle-log')}{scale}"
         view = f"last {self.window}" if self.recent_only else "all"
-        return f"[c]Loss [v]{view} [g]{scale} [m]smooth {self.smoothing:g}"
+        return (f"{key('plot-view')}Loss {key('toggle-window')}{view} "
+                f"{key('toggle-log')}{scale} {key('smoothing')}smooth {self.smoothing:g}")
 
     @property
     def shows_envelope(self) -> bool:
@@ -207,9 +213,16 @@ class LossPlot(Widget, can_focus=True):
         self._set_titles()
         self.refresh()
 
+    def on_mount(self) -> None:
+        self._set_titles()  # with the user's keymap, once there is an app
+
     def _set_titles(self) -> None:
         model = self.model
-        title = escape(model.describe())
+        try:
+            keymap = dict(getattr(self.app, "_keymap", None) or {})
+        except Exception:  # not mounted yet: the default keys
+            keymap = {}
+        title = escape(model.describe(keymap))
         if model.view == "loss":
             legend = "[$text-muted]━[/] raw  [$primary]━[/] smoothed" if model.smoothing else \
                 "[$primary]━[/] train"

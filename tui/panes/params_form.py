@@ -11,13 +11,25 @@ import copy
 from typing import Any
 
 from textual.app import ComposeResult
-from textual.containers import Horizontal, Vertical
+from textual.containers import Horizontal, VerticalScroll
 from textual.message import Message
 from textual.widgets import Button, Input, Label, Select, Static
 
 from engine.errors import ConfigError
 from engine.presets import apply_overrides
-from engine.schema import LOSSES, OPTIM_FIELDS, OPTIMIZERS, TRAIN_FIELDS, check_value
+from engine.schema import (
+    LOSSES,
+    OPTIM_FIELDS,
+    OPTIMIZERS,
+    PRECISIONS,
+    SCHEDULE_FIELDS,
+    SCHEDULE_ONLY,
+    SCHEDULES,
+    TRAIN_FIELDS,
+    check_value,
+)
+from tui.sweep_form import describe as describe_sweep
+from tui.sweep_form import parse_listed
 
 # (config key, label, input id)
 TEXT_FIELDS = (
@@ -25,8 +37,14 @@ TEXT_FIELDS = (
     ("optim.momentum", "momentum", "f-momentum"),
     ("train.batch_size", "batch size", "f-batch"),
     ("train.seed", "seed", "f-seed"),
+    # the recipe, below the device (the form scrolls where the screen is short)
+    ("schedule.warmup_steps", "warm-up", "f-warmup"),
+    ("train.clip_grad_norm", "clip norm", "f-clip"),
+    ("train.accumulate", "accumulate", "f-accum"),
 )
+RECIPE_TEXT = TEXT_FIELDS[4:]
 LABELS = {"optim.name": "optimiser", "train.loss": "loss", "train.device": "device",
+          "schedule.name": "schedule", "train.precision": "precision",
           "length": "length", **{key: label for key, label, _ in TEXT_FIELDS}}
 SGD_ONLY = ("momentum", "dampening", "nesterov")
 ADAM_ONLY = ("betas", "eps")
@@ -34,7 +52,14 @@ ADAM_ONLY = ("betas", "eps")
 
 def _field(key: str):
     section, name = key.split(".")
-    return (OPTIM_FIELDS if section == "optim" else TRAIN_FIELDS)[name]
+    fields = {"optim": OPTIM_FIELDS, "schedule": SCHEDULE_FIELDS}.get(section, TRAIN_FIELDS)
+    return fields[name]
+
+
+def _current(config: dict[str, Any], key: str) -> Any:
+    """A key's value in a resolved config; a section it leaves out holds the defaults."""
+    section, name = key.split(".")
+    return config.get(section, {}).get(name, _field(key).default)
 
 
 def parse_value(key: str, text: str) -> Any:
@@ -61,7 +86,13 @@ def _row(label: str, *widgets: Any, row_id: str) -> Horizontal:
     return Horizontal(Label(label, classes="field-label"), *widgets, classes="field", id=row_id)
 
 
-class ParamsForm(Vertical):
+class ParamsForm(VerticalScroll, can_focus=False):
+    DEFAULT_CSS = """
+    ParamsForm {
+        max-height: 70%;
+    }
+    """
+
     class Changed(Message):
         """The form was re-validated; `valid` says whether Start may run."""
 
@@ -76,6 +107,7 @@ class ParamsForm(Vertical):
         self.config: dict[str, Any] | None = None  # validated result, None when invalid
         self.overrides: dict[str, Any] = {}
         self.errors: list[str] = []
+        self.sweep_values: dict[str, list[Any]] = {}  # a list in a field: Start sweeps it
         self.devices: list[str] | None = None  # None until a worker has asked torch
         self.preset_name = ""  # the preset shown (or whose run is shown)
         self.source = "preset"  # "preset", or "run <id>": a run's own config is shown
@@ -94,6 +126,12 @@ class ParamsForm(Vertical):
         yield _row("seed", Input(compact=True, id="f-seed"), row_id="r-seed")
         yield _row("device", Select([("auto", "auto")], allow_blank=False, compact=True,
                                     id="f-device"), row_id="r-device")
+        yield _row("schedule", Select([(n, n) for n in SCHEDULES], allow_blank=False,
+                                      compact=True, id="f-schedule"), row_id="r-schedule")
+        for _key, label, wid in RECIPE_TEXT:
+            yield _row(label, Input(compact=True, id=wid), row_id=f"r-{wid[2:]}")
+        yield _row("precision", Select([(n, n) for n in PRECISIONS], allow_blank=False,
+                                       compact=True, id="f-precision"), row_id="r-precision")
         with Horizontal(id="form-buttons"):
             yield Button("Start", id="start-button", variant="success", compact=True)
             yield Button("Save preset", id="save-button", compact=True)
@@ -135,6 +173,18 @@ class ParamsForm(Vertical):
         loss.value = train["loss"]
         self.query_one("#f-seed", Input).value = str(train["seed"])
         self._fill_devices(train["device"])
+        self.query_one("#f-schedule", Select).value = _current(config, "schedule.name")
+        for key, _label, wid in RECIPE_TEXT:
+            self.query_one(f"#{wid}", Input).value = _fmt(_current(config, key))
+        self.query_one("#f-precision", Select).value = train.get("precision", "fp32")
+        self.validate()
+
+    def follow_run_lr(self, lr: float) -> None:
+        """A live lr change of the run the form shows: the form follows it, unless edited."""
+        if self.preset is None or not self.source.startswith("run ") or self.overrides:
+            return
+        self.preset["optim"]["lr"] = lr
+        self.query_one("#f-lr", Input).value = _fmt(lr)
         self.validate()
 
     def set_devices(self, devices: list[str]) -> None:
@@ -169,18 +219,23 @@ class ParamsForm(Vertical):
             return False
         errors: list[str] = []
         values: dict[str, Any] = {}
+        sweep: dict[str, list[Any]] = {}  # key -> the values of a list (tui/sweep_form.py)
         optim_name = str(self.query_one("#f-optim", Select).value)
         momentum = self.query_one("#f-momentum", Input)
         momentum.disabled = optim_name != "sgd"
         # fields that do not apply to the chosen optimiser are not shown at all
         self.query_one("#r-momentum").display = optim_name == "sgd"
+        schedule = str(self.query_one("#f-schedule", Select).value)
+        warms = schedule in SCHEDULE_ONLY["warmup_steps"]
+        self.query_one("#f-warmup", Input).disabled = not warms
+        self.query_one("#r-warmup").display = warms
         for key, label, wid in TEXT_FIELDS:
             widget = self.query_one(f"#{wid}", Input)
             if widget.disabled:
                 widget.remove_class("-bad")
                 continue
             try:
-                values[key] = parse_value(key, widget.value)
+                values[key] = parse_listed(key, widget.value, parse_value, sweep)
                 widget.remove_class("-bad")
             except ValueError as err:
                 errors.append(f"{label}: {err}")
@@ -188,7 +243,8 @@ class ParamsForm(Vertical):
         unit = str(self.query_one("#f-unit", Select).value)
         length = self.query_one("#f-length", Input)
         try:
-            values[f"train.{unit}"] = parse_value(f"train.{unit}", length.value)
+            values[f"train.{unit}"] = parse_listed(f"train.{unit}", length.value,
+                                                   parse_value, sweep)
             length.remove_class("-bad")
         except ValueError as err:
             errors.append(f"{unit}: {err}")
@@ -200,7 +256,10 @@ class ParamsForm(Vertical):
         values["optim.name"] = optim_name
         values["train.loss"] = str(self.query_one("#f-loss", Select).value)
         values["train.device"] = device
+        values["schedule.name"] = schedule
+        values["train.precision"] = str(self.query_one("#f-precision", Select).value)
         self.overrides = self._overrides(values)
+        self.sweep_values = sweep
         self.config = None
         if not errors:
             try:
@@ -229,9 +288,16 @@ class ParamsForm(Vertical):
                     out[f"optim.{key}"] = default
         if name != "sgd":
             values.pop("optim.momentum", None)
+        schedule = values["schedule.name"]
+        if schedule != _current(self.preset, "schedule.name"):  # keys it does not use go first
+            for key, names in SCHEDULE_ONLY.items():
+                default = SCHEDULE_FIELDS[key].default
+                if schedule not in names and _current(self.preset, f"schedule.{key}") != default:
+                    out[f"schedule.{key}"] = default
+        if schedule not in SCHEDULE_ONLY["warmup_steps"]:
+            values.pop("schedule.warmup_steps", None)
         for key, value in values.items():
-            section, field = key.split(".")
-            if self.preset[section].get(field) != value:
+            if _current(self.preset, key) != value:
                 out[key] = value
         return out
 
@@ -242,5 +308,6 @@ class ParamsForm(Vertical):
             box.add_class("-bad")
         else:
             edited = ", ".join(f"{k.split('.')[-1]}={_fmt(v)}" for k, v in self.overrides.items())
-            box.update(f"edited: {edited}" if edited else "preset values")
+            box.update(describe_sweep(self.sweep_values) or
+                       (f"edited: {edited}" if edited else "preset values"))
             box.remove_class("-bad")

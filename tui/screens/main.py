@@ -21,7 +21,6 @@ from textual.screen import Screen
 from textual.widgets import Button, Footer
 from textual.worker import Worker, WorkerState
 
-from engine.jobs import ResumeJob
 from tui.actions import MAIN_ACTIONS, bindings
 from tui.controller import (
     TICK_S,
@@ -36,12 +35,13 @@ from tui.controller import (
 from tui.engine_port import Engine
 from tui.errors import user_message
 from tui.help import HelpScreen
-from tui.modals import ConfirmDialog, LrDialog, ResumeDialog, SavePresetDialog
+from tui.modals import ConfirmDialog, LrDialog, SavePresetDialog, offer_recovery
 from tui.panes.fit_view import FitView
 from tui.panes.inspector import Inspector
 from tui.panes.loss_plot import LossPlot
 from tui.panes.params_form import ParamsForm
 from tui.panes.presets import PresetsPane
+from tui.panes.ranks import RanksPane
 from tui.panes.system import SystemStrip
 from tui.run_state import RunState, Update
 from tui.screens.runs import OpenRun, RunsScreen, StartJob
@@ -51,7 +51,8 @@ from tui.status import duration as _duration
 # the actions whose state the footer shows (enabled, disabled, hidden)
 STATEFUL_ACTIONS = ("start", "pause", "resume", "stop", "set_lr", "save_preset")
 # what failed, by worker group (the controller reports its start and attach failures itself)
-WORKER_ERRORS = {"devices": "cannot list devices", "system": "cannot sample the machine"}
+WORKER_ERRORS = {"devices": "cannot list devices", "system": "cannot sample the machine",
+                 "sweep": "cannot start the sweep"}
 # stopping a run that has trained this long asks first
 STOP_CONFIRM_S = 60.0
 
@@ -97,6 +98,7 @@ class MainScreen(Screen):
                     yield LossPlot(id="loss-plot")
                     yield FitView(id="fit-view")
                 yield Inspector(id="inspector")
+                yield RanksPane(id="ranks")  # a distributed run's ranks (k)
         yield StatusLine(id="status")
         yield Footer()
 
@@ -183,7 +185,7 @@ class MainScreen(Screen):
 
     def on_run_opened(self, message: RunOpened) -> None:
         if message.how == "attach":
-            self.message = ""  # "opening …": done
+            self.message = message.note  # "opening …": done
         # a run opened or resumed: the form shows its own config, not the preset's
         self._load_run_config = message.how != "start"
         self._update_bindings()
@@ -193,9 +195,17 @@ class MainScreen(Screen):
         self.system_strip.show_sample(message.sample, self.run_state.device)
 
     def on_run_updated(self, message: RunUpdated) -> None:
-        if message.update is not None:
-            self._take(message.update)
+        up = message.update
+        if up is not None and up.started is not None and self.run_state.active:
+            self.message = ""  # "resuming…", "starting again…": it has started
+        if up is not None and up.state_changed and self.message == "pausing…":
+            self.message = ""  # paused (or ended): the badge says it
+        if up is not None:
+            self._take(up)
             self._update_bindings()
+        if self.controller.notice:  # the trainer's word on the run just started: a toast
+            notice, self.controller.notice = self.controller.notice, ""
+            self.notify(notice, timeout=12)
         if message.redraw:
             self.redraw()
 
@@ -235,6 +245,7 @@ class MainScreen(Screen):
         for change in up.lr_changes:
             if change.key == "optim.lr":
                 model.mark_lr_change(change.step)
+                self.form.follow_run_lr(change.new)
         if up.losses or up.epochs or up.all_params or up.lr_changes:
             self._dirty.add("loss-plot")
         if up.params is not None:
@@ -272,20 +283,26 @@ class MainScreen(Screen):
         self._dirty.clear()
         if self._pending_params is not None:
             dead = self.controller.follower.dead
-            self.inspector.show_stats(self._pending_params, dead.dead_names(), dead.streak)
+            run = self.run_state
+            self.inspector.show_stats(self._pending_params, dead.dead_names(), dead.streak,
+                                      None if run.active else run.step)
             self._pending_params = None
         self.system_strip.show_sample(self._system_sample, self.run_state.device)
         self.show_status()
 
     def on_run_ended(self, message: RunEnded) -> None:
         event = message.event
+        if message.note:  # shown again after a job of it could not start: say why, only
+            self.message = message.note
+            self.show_status()
+            return
         if event.type == "failed":
             self.app.report_error(f"run failed at step {event.step:,}: {event.reason}")
         elif event.type == "gone":
             self.app.report_error(f"run {self.run_state.run_id or ''}: {event.reason}")
         elif event.status == "diverged":
             reason = event.summary.get("reason") or f"diverged at step {event.step:,}"
-            self.message = "run diverged"
+            self.message = "run diverged: checking its checkpoints…"
             if message.quitting:
                 self.notify(f"run diverged: {reason}", severity="error", timeout=10)
             else:
@@ -306,23 +323,19 @@ class MainScreen(Screen):
         self.app.report_error(message.text)
 
     def offer_resume_diverged(self, reason: str) -> None:
-        """NaN guard: a diverged run may continue from its last good checkpoint with a lower
-        learning rate (a resume job; source auto takes best.pt for a diverged run)."""
+        """NaN guard: offer only what can work for the diverged run (the engine's
+        recovery_options: a resume from a checkpoint that exists, naming the step it goes
+        back to, or a fresh start or a replay), at a tenth of the last stable lr."""
         run_dir = self.controller.run_dir
         if not run_dir:
             return
-        lr = self.run_state.lr / 10 if self.run_state.lr else 1e-3
 
-        def chosen(value: float | None) -> None:
-            if value is None:
-                return
-            runs_dir = str(self.runs_dir) if self.runs_dir else None
-            self.controller.start_job(ResumeJob(run_dir, runs_dir, (f"optim.lr={value!r}",)),
-                                      f"resuming with lr {value:.4g}…")
+        def chosen(job: Any, note: str) -> None:
+            self.controller.start_job(job, note)
 
-        note = f"{reason}\nResume from the last good checkpoint with a lower learning rate?"
-        self.app.push_screen(ResumeDialog("The run diverged", lr, note,
-                                          ok_label="Resume with this lr"), chosen)
+        lr = self.run_state.lr or 1e-3  # the rate it diverged at
+        offer_recovery(self, run_dir, "The run diverged", f"{reason}\nHow should it go on?",
+                       lr, chosen, cap=lr / 10)
 
     # --- messages from the panes ----------------------------------------------------------
     def on_presets_pane_selected(self, message: PresetsPane.Selected) -> None:
@@ -378,7 +391,7 @@ class MainScreen(Screen):
             return live and state == "paused"
         if action in ("stop", "set_lr"):
             return live and state in ("running", "paused")
-        if action == "save_preset":
+        if action in ("save_preset", "lr_find", "gradcheck"):
             return True if self._form_valid else None
         if action == "leave_field":
             return self.maximized is not None or self._in_field()
@@ -404,7 +417,57 @@ class MainScreen(Screen):
             reason = "; ".join(self.form.errors) or "the form is not valid"
             self.app.report_error(f"cannot start: {reason}")
             return
+        if self.form.sweep_values:  # a list of values in a field: a sweep (tui/sweep_form.py)
+            self.start_sweep()
+            return
         self.controller.start(dict(self.form.config))
+
+    def start_sweep(self) -> None:
+        from tui.sweep_form import describe, grid, too_big
+
+        sweep = dict(self.form.sweep_values)
+        if too_big(sweep):
+            self.app.report_error(f"cannot start the sweep: {too_big(sweep)}")
+            return
+        sets = [f"{k}={v!r}" for k, v in self.form.overrides.items() if k not in sweep]
+        self.say(f"starting a {describe(sweep)}…")
+        self._start_sweep(dict(self.form.config), grid(sweep), sets)
+
+    @work(thread=True, exit_on_error=False, group="sweep")
+    def _start_sweep(self, config: dict[str, Any], grid: list[Any], sets: list[str]) -> None:
+        view = self.engine.start_sweep(config, grid, self.runs_dir, sets)
+        self.app.call_from_thread(self._sweep_started, view)
+
+    def _sweep_started(self, view: Any) -> None:
+        from tui.screens.sweep import SweepScreen
+
+        note = (f"sweep {view.id}: {len(view.runs)} runs, one after another, in the "
+                "background (it goes on if you quit); R lists it with the runs")
+        self.say(note)
+        self.notify(note, timeout=8)
+        self.app.push_screen(SweepScreen(view.path, view, note), self._run_chosen)
+
+    def action_lr_find(self) -> None:
+        from tui.screens.lr_find import LrFindScreen
+
+        if self.form.config is None:
+            self.app.report_error("cannot run the LR finder: the form is not valid")
+            return
+
+        def chosen(lr: float | None) -> None:
+            if lr is not None:
+                self.form.query_one("#f-lr").value = f"{lr:g}"
+                self.say(f"lr {lr:g} from the LR finder: press s to train with it")
+
+        self.app.push_screen(LrFindScreen(dict(self.form.config)), chosen)
+
+    def action_gradcheck(self) -> None:
+        from tui.screens.gradcheck import GradcheckScreen
+
+        if self.form.config is None:
+            self.app.report_error("cannot check gradients: the form is not valid")
+            return
+        self.app.push_screen(GradcheckScreen(dict(self.form.config)))
 
     def action_pause(self) -> None:
         if self.check_action("pause", ()):
@@ -536,6 +599,9 @@ class MainScreen(Screen):
 
     def action_runs(self) -> None:
         self.app.push_screen(RunsScreen(self.runs_dir), self._run_chosen)
+
+    def action_toggle_ranks(self) -> None:
+        self.query_one(RanksPane).toggle()
 
     def _run_chosen(self, choice: OpenRun | StartJob | None) -> None:
         """What the runs screen was left with: a run to open, or a job to start. With a run

@@ -20,10 +20,10 @@ from textual.screen import Screen
 from textual.widget import Widget
 from textual.widgets import DataTable, Footer, Input, Static
 
-from engine.jobs import Job, ReplayJob, ResumeJob
+from engine.jobs import Job, ReplayJob
 from tui.engine_port import RunRow
 from tui.errors import user_message
-from tui.modals import ResumeDialog
+from tui.modals import offer_recovery
 from tui.plotting import Trace, render_plot
 from tui.series import DecimatedSeries, downsample
 from tui.status import STATE_STYLES, duration
@@ -108,6 +108,58 @@ def status_style(status: str) -> str:
     return STATE_STYLES.get(status.split(" ")[0], "")
 
 
+@dataclass(frozen=True)
+class SweepItem:
+    """A sweep's group row in the runs table (engine.sweep.SweepView inside)."""
+
+    view: Any
+
+    @property
+    def path(self) -> str:
+        return "sweep:" + self.view.path
+
+
+def read_sweeps(engine: Any, runs_dir: Any) -> list[Any]:
+    """The runs folder's sweeps (from a thread); none when they cannot be read."""
+    try:
+        return list(engine.sweeps(runs_dir))
+    except Exception:  # an engine without sweeps, or an unreadable sweeps folder
+        return []
+
+
+def sweep_best(view: Any) -> tuple[float | None, str]:
+    """The best value of the sweep's default metric among its runs, and the metric."""
+    metric = view.default_sort
+    ranked = view.sorted_runs(metric)
+    value = ranked[0].metrics.get(metric) if ranked else None
+    return value, metric
+
+
+def sweep_cells(view: Any) -> list[Any]:
+    done = sum(1 for r in view.runs if r.status not in ("waiting", "running"))
+    status = Text(f"sweep {view.state} {done}/{len(view.runs)}",
+                  style="bold " + (status_style(view.state) or ""))
+    value, metric = sweep_best(view)
+    best = "-" if value is None else (f"acc {value:.4g}" if metric == "test_accuracy"
+                                      else f"val {value:.4g}" if metric == "best_val_loss"
+                                      else "-")
+    losses = [r.metrics["final_loss"] for r in view.runs if "final_loss" in r.metrics]
+    return [Text("▸", style="bold"), Text(view.id, style="bold"), status, "-",
+            f"{min(losses):.4g}" if losses else "-", best, "-", view.preset, view.created]
+
+
+def show_value(value: Any) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def sweep_line(view: Any) -> str:
+    from tui.screens.sweep import status_counts
+
+    counts = status_counts(view)
+    varies = ", ".join(view.keys)
+    return f"sweep {view.id}: {view.state} ({counts}); varies {varies}; enter: its table"
+
+
 class OverlayPlot(Widget):
     """The loss curves of the selected runs, each already decimated to CURVE_POINTS points;
     drawing merges them further down to the plot's width, so its cost is bounded."""
@@ -181,6 +233,7 @@ class RunsScreen(Screen):
         self.curves: dict[str, tuple[list[float], list[float]]] = {}  # path -> decimated
         self.loaded = False
         self.alive_poll_s = ALIVE_POLL_S
+        self.sweeps: list[Any] = []  # engine.sweep.SweepView: a group row each, first
 
     # --- layout ---------------------------------------------------------------------------
     def compose(self) -> ComposeResult:
@@ -214,9 +267,27 @@ class RunsScreen(Screen):
         """Read the rows of the runs still training again, in a thread: one that finished
         while the screen is open shows it."""
         paths = [r.path for r in self.rows if r.alive]
+        if any(s.live for s in self.sweeps):
+            self.run_worker(self._read_sweeps, thread=True, exit_on_error=False,
+                            group="runs-sweeps", exclusive=True)
         if paths:
             self.run_worker(lambda: self._read_alive(paths), thread=True, exit_on_error=False,
                             group="runs-alive", exclusive=True)
+
+    def _read_sweeps(self) -> None:
+        """A live sweep again: its row's counts; a run it started since: the whole list."""
+        sweeps = read_sweeps(self.app.engine, self.runs_dir)
+        known = {r.path for r in self.rows}
+        if any(run.run_path and run.run_path not in known for s in sweeps for run in s.runs):
+            self._read_runs()
+        else:
+            self.app.call_from_thread(self._sweeps_read, sweeps)
+
+    def _sweeps_read(self, sweeps: list[Any]) -> None:
+        if sweeps != self.sweeps:
+            self.sweeps = sweeps
+            self._fill_table()
+            self._show_current()
 
     def _read_alive(self, paths: list[str]) -> None:
         rows = []
@@ -252,24 +323,29 @@ class RunsScreen(Screen):
             self.app.call_from_thread(self._show_info, f"cannot list runs: {user_message(err)}",
                                       True)
             rows = []
-        self.app.call_from_thread(self._loaded, rows)
+        sweeps = read_sweeps(self.app.engine, self.runs_dir)
+        self.app.call_from_thread(self._loaded, rows, sweeps)
 
-    def _loaded(self, rows: list[RunRow]) -> None:
+    def _loaded(self, rows: list[RunRow], sweeps: list[Any] | None = None) -> None:
         self.rows = sorted(rows, key=lambda r: r.id, reverse=True)  # newest first
+        self.sweeps = sorted(sweeps or [], key=lambda s: s.id, reverse=True)
         self.loaded = True
         paths = {r.path for r in self.rows}
         self.selected = [p for p in self.selected if p in paths]
         self._fill_table()
         damaged = sum(r.damaged for r in self.rows)
         note = f", {damaged} damaged" if damaged else ""
+        sweeps_note = f", {plural(len(self.sweeps), 'sweep')}" if self.sweeps else ""
         self.query_one("#runs-title", Static).update(Text.assemble(
             ("Runs ", "bold"), (f"in {self.runs_dir or 'runs'}: {plural(len(self.rows), 'run')}",
-                                "dim"), (note, "red")))
-        if not self.rows:
+                                "dim"), (sweeps_note, "dim"), (note, "red")))
+        if not self.rows and not self.sweeps:
             self._show_info("no runs yet: start one from the main screen (escape, then s)")
         self._refresh_compare()
 
-    def _row_cells(self, row: RunRow) -> list[Any]:
+    def _row_cells(self, row: Any) -> list[Any]:
+        if isinstance(row, SweepItem):
+            return sweep_cells(row.view)
         mark = Text("●", style="bold " + RICH_COLORS[self._color(row.path)]) \
             if row.path in self.selected else Text(" ")
         status = Text(row.status, style=status_style(row.status))
@@ -285,9 +361,12 @@ class RunsScreen(Screen):
     def _fill_table(self) -> None:
         table = self.query_one(DataTable)
         text = self.query_one("#runs-filter-input", Input).value.strip().lower()
-        self.shown = [r for r in self.rows
-                      if not text or text in f"{r.id} {r.preset} {r.status}".lower()]
-        keep = self.current.path if self.current is not None and table.row_count else None
+        keep = self._current_item().path if self._current_item() is not None \
+            and table.row_count else None
+        sweeps = [SweepItem(s) for s in self.sweeps
+                  if not text or text in f"{s.id} {s.preset} sweep {s.state}".lower()]
+        self.shown = [*sweeps, *(r for r in self.rows
+                                 if not text or text in f"{r.id} {r.preset} {r.status}".lower())]
         cells = [self._row_cells(row) for row in self.shown]
         table.clear(columns=True)
         self._add_columns(cells)
@@ -310,12 +389,23 @@ class RunsScreen(Screen):
         i = self.selected.index(path) if path in self.selected else 0
         return RUN_COLORS[i % len(RUN_COLORS)]
 
-    @property
-    def current(self) -> RunRow | None:
+    def _current_item(self) -> Any:
+        """The highlighted row: a RunRow or a SweepItem."""
         table = self.query_one(DataTable)
         if not self.shown or table.cursor_row is None:
             return None
         return self.shown[min(max(table.cursor_row, 0), len(self.shown) - 1)]
+
+    @property
+    def current(self) -> RunRow | None:
+        item = self._current_item()
+        return item if isinstance(item, RunRow) else None
+
+    @property
+    def current_sweep(self) -> Any:
+        """The highlighted sweep (engine.sweep.SweepView), or None."""
+        item = self._current_item()
+        return item.view if isinstance(item, SweepItem) else None
 
     def _show_info(self, message: str, error: bool = False) -> None:
         self.query_one("#runs-info", Static).update(Text(message,
@@ -337,17 +427,23 @@ class RunsScreen(Screen):
 
     def _show_current(self) -> None:
         row = self.current
-        if row is not None and row.problem:
+        if self.current_sweep is not None:
+            self._show_info(sweep_line(self.current_sweep))
+        elif row is not None and row.problem:
             self._show_info(f"{row.id}: damaged: {row.problem}", error=True)
         elif row is not None:
             lr = f", lr {row.lr:.4g}" if row.lr is not None else ""
-            self._show_info(f"{row.id}: {row.status}{lr}")
+            reason = f": {row.reason}" if row.reason else ""  # why it failed or diverged
+            self._show_info(f"{row.id}: {row.status}{lr}{reason}",
+                            error=bool(reason) and row.status in ("failed", "diverged"))
 
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
         event.stop()
         self.action_open()
 
     def action_toggle_select(self) -> None:
+        if self._sweep_row_note():
+            return
         row = self.current
         if row is None:
             return
@@ -376,6 +472,9 @@ class RunsScreen(Screen):
         by_path = {r.path: r for r in self.rows}
         if self.selected:
             return [by_path[p] for p in self.selected if p in by_path]
+        if self.current_sweep is not None:  # its runs, overlaid
+            return [by_path[r.run_path] for r in self.current_sweep.runs
+                    if r.run_path in by_path][:MAX_OVERLAY]
         row = self.current
         return [row] if row is not None else []
 
@@ -402,12 +501,15 @@ class RunsScreen(Screen):
 
     def _draw_plot(self, runs: list[RunRow]) -> None:
         curves = []
-        for row in runs:
+        for i, row in enumerate(runs):
             xs, ys = self.curves.get(row.path, ([], []))
-            color = self._color(row.path) if self.selected else RUN_COLORS[0]
+            color = self._color(row.path) if self.selected else RUN_COLORS[i % len(RUN_COLORS)]
             curves.append((color, xs, ys))
         plot = self.query_one(OverlayPlot)
-        if self.selected:
+        if self.current_sweep is not None and not self.selected:
+            plot.border_title = f"Loss curves of sweep {self.current_sweep.id}"
+            plot.border_subtitle = "enter: the sweep's table"
+        elif self.selected:
             names = "  ".join(f"[{RICH_COLORS[c]}]━[/] {i + 1}"
                               for i, (c, _, _) in enumerate(curves))
             plot.border_title = f"Loss curves of {len(curves)} selected runs"
@@ -422,6 +524,17 @@ class RunsScreen(Screen):
         runs = [r for r in self._compared() if r.config]
         diff = self.query_one("#runs-diff", Static)
         box = self.query_one("#runs-diff-box")
+        if self.current_sweep is not None and not self.selected:
+            view = self.current_sweep
+            vary = "varies" if len(view.keys) == 1 else "vary"
+            box.border_title = f"Sweep: {plural(len(view.keys), 'key')} {vary}"
+            width = max([len(k) for k, _ in view.grid] + [3])
+            text = Text()
+            for key, values in view.grid:
+                text.append(key.ljust(width), style="bold" if key in view.keys else "dim")
+                text.append("  " + ", ".join(show_value(v) for v in values) + "\n")
+            diff.update(text)
+            return
         if len(self.selected) < 2 or len(runs) < 2:
             box.border_title = "Config diff"
             diff.update(Text("select two or more runs (space) to see the config keys in "
@@ -468,6 +581,9 @@ class RunsScreen(Screen):
 
     # --- open, resume, replay ----------------------------------------------------------
     def action_open(self) -> None:
+        if self.current_sweep is not None:
+            self.open_sweep(self.current_sweep.path)
+            return
         row = self.current
         if row is None:
             return
@@ -477,6 +593,8 @@ class RunsScreen(Screen):
         self.dismiss(OpenRun(row.path))
 
     def action_resume_run(self) -> None:
+        if self._sweep_row_note():
+            return
         row = self.current
         if row is None:
             return
@@ -489,24 +607,20 @@ class RunsScreen(Screen):
         if row.status not in ("stopped", "killed", "diverged", "failed", "damaged"):
             self.app.report_error(f"{row.id} is {row.status}: nothing to resume (replay it: y)")
             return
-        lr = row.lr or 1e-3
-        if row.status == "diverged":
-            lr /= 10
-            note = "It diverged: it continues from its last good checkpoint (best.pt)."
-        else:
-            note = "It continues from checkpoints/last.pt, in the same run folder."
-        path = row.path
+        # only what can work (engine.resume.recovery_options), asked in a thread
+        reason = f"{row.reason}\n" if row.reason else ""
 
-        def chosen(value: float | None) -> None:
-            if value is None:
-                return
-            overrides = [] if row.lr is not None and value == row.lr else [f"optim.lr={value!r}"]
-            self.dismiss(StartJob(ResumeJob(path, self._runs_dir(), tuple(overrides)),
-                                  f"resuming {row.id}…"))
+        def chosen(job: Job, note: str) -> None:
+            self.dismiss(StartJob(job, f"{row.id}: {note}"))
 
-        self.app.push_screen(ResumeDialog(f"Resume {row.id} ({row.status})", lr, note), chosen)
+        offer_recovery(self, row.path, f"Go on with {row.id} ({row.status})",
+                       f"{reason}How should it go on?", row.lr or 1e-3, chosen,
+                       cap=row.lr / 10 if row.lr and row.status == "diverged" else None)
+        self._show_info(f"{row.id}: checking its checkpoints…")
 
     def action_replay_run(self) -> None:
+        if self._sweep_row_note():
+            return
         row = self.current
         if row is None:
             return
@@ -515,6 +629,26 @@ class RunsScreen(Screen):
             return
         self.dismiss(StartJob(ReplayJob(row.path, self._runs_dir()),
                               f"replaying {row.id} as a new run…"))
+
+    def _sweep_row_note(self) -> bool:
+        """On a sweep's row, the run keys say where its runs are; True if they did."""
+        if self.current_sweep is None:
+            return False
+        self.notify("a sweep: enter opens its runs (or pick one of its runs below)",
+                    severity="warning", timeout=4)
+        return True
+
+    def open_sweep(self, path: str) -> None:
+        """The sweep as a group: its table sorted by a metric, curves, varying keys."""
+        from tui.screens.sweep import SweepScreen
+
+        view = next((s for s in self.sweeps if s.path == path), None)
+
+        def chosen(choice: OpenRun | None) -> None:
+            if choice is not None:
+                self.dismiss(choice)
+
+        self.app.push_screen(SweepScreen(path, view), chosen)
 
     def _runs_dir(self) -> str | None:
         return str(self.runs_dir) if self.runs_dir else None
