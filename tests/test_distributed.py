@@ -247,3 +247,14 @@ def test_a_lost_peer_is_said_so():
     )
     assert peer_lost("RuntimeError: [x.cc:81] Timed out waiting 120000ms for recv operation")
     assert peer_lost("ValueError: bad") == "ValueError: bad"
+
+
+def test_a_killed_rank_is_named_first_whatever_order_torchrun_saw_the_failures_in():
+    from engine.procs.launch import _summary
+
+    stderr = (
+        "  [0]:\n    time : x\n    rank : 0 (local_rank: 0)\n    exitcode : 1 (pid: 11)\n"
+        "  [1]:\n    time : x\n    rank : 1 (local_rank: 1)\n    exitcode : -9 (pid: 12)\n"
+    )
+    reason = _summary(stderr, ["rank 0: lost a peer (connection reset by peer)"])
+    assert reason.startswith("rank 1 was killed (signal 9); rank 0 exited with code 1; "), reason

@@ -187,16 +187,18 @@ def launch(
 def _summary(stderr: str, reasons: list[str]) -> str:
     """The failed ranks as torchrun reports them (the ones it ended itself, with SIGTERM,
     after another rank failed, last), then what each rank wrote about its own failure."""
-    causes, followers = [], []
+    killed, exited, followers = [], [], []
     pattern = r"^\s*rank\s*:\s*(\d+)[^\n]*\n\s*exitcode\s*:\s*(-?\d+)"
     for rank, code in re.findall(pattern, stderr, re.M):
         if code == "-15":
             followers.append(f"rank {rank} was then stopped by torchrun")
         elif code.startswith("-"):
-            causes.append(f"rank {rank} was killed (signal {code[1:]})")
+            killed.append(f"rank {rank} was killed (signal {code[1:]})")
         else:
-            causes.append(f"rank {rank} exited with code {code}")
-    parts = causes + [r.splitlines()[0][:300] for r in reasons] + followers
+            exited.append(f"rank {rank} exited with code {code}")
+    # a killed rank is the cause; a rank that exited because it lost that peer may have been
+    # seen first, so the killed ones come first whatever order torchrun noticed them in
+    parts = killed + exited + [r.splitlines()[0][:300] for r in reasons] + followers
     if parts:
         return "; ".join(dict.fromkeys(parts))
     lines = [ln for ln in stderr.splitlines() if ln.strip()]
