@@ -272,7 +272,7 @@ class Recipe:
     def summary(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
         if self.clipped is not None:
-            clipped = self.total_clipped + int(self.clipped.item())
+            clipped = self.total_clipped + int(self.clipped.item())  # item-ok: run's end
             steps = self.total_opt_steps + self.epoch_opt_steps
             out["clipped_fraction"] = round(clipped / max(steps, 1), 6)
         if self.early.reason:
@@ -295,7 +295,7 @@ class Recipe:
             ]
         if self.clipped is not None:
             out["clip"] = {
-                "epoch": int(self.clipped.item()),
+                "epoch": int(self.clipped.item()),  # item-ok: at a checkpoint only
                 "epoch_steps": self.epoch_opt_steps,
                 "total": self.total_clipped,
                 "total_steps": self.total_opt_steps,
@@ -332,4 +332,4 @@ class Recipe:
 
 def _count(value: Any) -> int:
     """A clip count: a device tensor (fetched: a host sync, at a fetch anyway) or an int."""
-    return int(value.item()) if isinstance(value, torch.Tensor) else int(value)
+    return int(value.item()) if isinstance(value, torch.Tensor) else int(value)  # item-ok
