@@ -1,23 +1,28 @@
 """The rank view's cost: a 2-process run (torchrun + gloo) with the per-rank view on and off.
 
 With the view on, each rank times its forward passes (two clock reads a step, by hooks),
-sends six numbers with its losses in the all-reduce that happens anyway every 20 steps,
-and rank 0 rewrites ranks.json at most once a second. Off (TORCHDECK_RANK_VIEW=0) the
-losses are reduced alone. The runs alternate (on-off, then off-on) for several rounds; each run's
-throughput is its own samples/s over its training time (run.toml [summary], start-up left
-out). Prints both, their ratio per round and the median ratio (target >= 0.98), and
-whether the final weights are bitwise equal (the view must not change training).
+sends five numbers with its losses in the all-reduce that happens anyway every 20 steps,
+and rank 0 rewrites ranks.json at most once a second.
 
-First, since two processes and their start-ups on a shared machine are noisy, the same
-comparison in one process: a rank's step with and without the view's hooks, figures and
-file, in alternating blocks.
+Two separate 2-process runs differ by 10% or more here (start-up, placement, the
+neighbours' load), so the comparison is made inside one run: with TORCHDECK_RANK_VIEW=blocks
+the view is switched on and off in alternating blocks of one epoch (on, off, off, on, ...;
+engine/train/view_blocks.py), and each pair of neighbouring blocks gives one ratio of
+throughputs (steps/s, evaluation included on both sides). The first pair (warm-up) is
+left out. Prints the median ratio (target >= 0.98). A run with the view off trains the same
+epochs first: its final weights must be bitwise equal to the switched run's (the view must
+not change training).
 
-    .venv/bin/python bench/dist_view.py [--rounds 3] [--epochs 20] [--preset digits-cnn]
+First, what the view does is timed piece by piece in one process (hooks, figures,
+ranks.json) against a rank's step: its share of the time, free of the two-process noise.
+
+    .venv/bin/python bench/dist_view.py [--epochs 200] [--preset digits-cnn]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import subprocess
@@ -32,112 +37,127 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def one_run(preset: str, epochs: int, view: bool, runs: Path) -> tuple[float, dict]:
-    env = {**os.environ, "TORCHDECK_RANK_VIEW": "1" if view else "0"}
+def one_run(preset: str, epochs: int, runs: Path, env: dict[str, str]) -> tuple[dict, dict]:
     proc = subprocess.run(
         [sys.executable, "-m", "tui.cli", "train", preset, "--nproc", "2",
          "--set", f"train.epochs={epochs}", "--runs-dir", str(runs)],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=1800,
+        cwd=ROOT, env={**os.environ, **env}, capture_output=True, text=True, timeout=1800,
     )  # fmt: skip
     if proc.returncode:
         raise SystemExit(f"run failed ({proc.returncode}): {proc.stderr[-2000:]}")
     (folder,) = [p for p in runs.iterdir() if p.is_dir()]
     meta = tomllib.loads((folder / "run.toml").read_text())
-    assert (folder / "ranks.json").exists() == view, "ranks.json written iff the view is on"
     from engine.checkpoint import load_checkpoint
 
-    return meta["summary"]["samples_per_s"], load_checkpoint(folder / "checkpoints" / "last.pt")
+    return meta, load_checkpoint(folder / "checkpoints" / "last.pt")
 
 
-def step_costs(preset: str, rounds: int, steps: int) -> tuple[list[float], list[float]]:
-    """The view's own cost, measured where the noise of two processes and start-ups is
-    absent: one process, one thread (torchrun gives each rank one), the rank's share of a
-    digits-cnn step (forward, loss, backward, Adam) with and without the view's hooks, its
-    figures every 20 steps and its ranks.json once a second, alternating in blocks."""
+def view_work(preset: str) -> dict[str, float]:
+    """The view's own work, timed piece by piece in one process, one thread (torchrun gives
+    each rank one), against the rank's share of a step (forward, loss, backward, optimizer
+    at half the batch): microseconds of each, medians of 5 repeats."""
     from types import SimpleNamespace
 
     from engine.build import build_parts
     from engine.presets import resolve_config
     from engine.procs.distributed import DistContext
-    from engine.train.strategy import SYNC_STEPS, RankMeter
+    from engine.train.strategy import RankMeter
+
+    def per_call(fn, n: int) -> float:
+        times = []
+        for _ in range(5):
+            t0 = time.perf_counter()
+            for _ in range(n):
+                fn()
+            times.append((time.perf_counter() - t0) / n * 1e6)
+        return statistics.median(times)
 
     torch.set_num_threads(1)
-    config = resolve_config(preset, [])
-    sides = {}
+    device, data, model, opt, loss_fn = build_parts(resolve_config(preset, []))[:5]
+    half = data.batch_size // 2
+    x, y = data.x[:half], data.y[:half]
+
+    def step() -> None:
+        loss = loss_fn(model(x), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    tiny, one = torch.nn.Linear(2, 2), torch.zeros(1, 2)
     with tempfile.TemporaryDirectory(prefix="torchdeck-bench-") as tmp:
-        for view in (False, True):
-            device, data, model, opt, loss_fn = build_parts(config)[:5]
-            half = data.batch_size // 2
-            prep = SimpleNamespace(model=model, data=SimpleNamespace(batch_size=half),
-                                   device=device, run=SimpleNamespace(path=Path(tmp)))  # fmt: skip
-            meter = RankMeter(prep, DistContext(0, 2, 0, "gloo")) if view else None
-            sides[view] = (model, opt, loss_fn, data.x[:half], data.y[:half], meter)
+        prep = SimpleNamespace(model=tiny, data=SimpleNamespace(batch_size=half),
+                               device=device, run=SimpleNamespace(path=Path(tmp)))  # fmt: skip
+        meter = RankMeter(prep, DistContext(0, 2, 0, "gloo"))
+        hooked = per_call(lambda: tiny(one), 20000)  # the hooks' dispatch and their work
+        meter.detach()
+        bare = per_call(lambda: tiny(one), 20000)
+        row = meter.row() + [0.0]
+        out = {
+            "step": per_call(step, 200),
+            "hooks": max(hooked - bare, 0.0),
+            "row": per_call(meter.row, 2000),
+            "publish": per_call(lambda: meter.publish([row, row], force=True), 500),
+        }
+    return out
 
-        def block(view: bool) -> float:
-            model, opt, loss_fn, x, y, meter = sides[view]
-            t0 = time.perf_counter()
-            for i in range(steps):
-                loss = loss_fn(model(x), y)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                if meter is not None and (i + 1) % SYNC_STEPS == 0:
-                    row = meter.row() + [0.0]
-                    meter.publish([row, row])
-            return steps / (time.perf_counter() - t0)
 
-        on, off = [], []
-        for r in range(rounds):
-            for view in (True, False) if r % 2 == 0 else (False, True):
-                (on if view else off).append(block(view))
-    return on, off
+def blocks_of(path: Path) -> list[tuple[bool, float]]:
+    """(view on, steps/s) of each whole block the switched run wrote."""
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    return [(r["on"], r["steps"] / r["s"]) for r in rows]
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument("--epochs", type=int, default=200)
     parser.add_argument("--preset", default="digits-cnn")
     parser.add_argument("--micro-only", action="store_true", help="only the in-process part")
     args = parser.parse_args()
-    on, off = step_costs(args.preset, rounds=20, steps=200)
-    ratios = [a / b for a, b in zip(on, off, strict=True)]
+    from engine.ranks import RANKS_EVERY_S
+    from engine.train.strategy import SYNC_STEPS
+
+    w = view_work(args.preset)
+    per_step = w["hooks"] + w["row"] / SYNC_STEPS  # ranks.json: once a second, not per step
+    share = per_step / w["step"] + w["publish"] / 1e6 / RANKS_EVERY_S
     print(
-        f"one rank's step, in one process (20 blocks of 200 steps, alternating):\n"
-        f"  view on   median {statistics.median(on):7.1f} steps/s\n"
-        f"  view off  median {statistics.median(off):7.1f} steps/s\n"
-        f"  on / off  median {statistics.median(ratios):.3f} (blocks "
-        f"{min(ratios):.3f}-{max(ratios):.3f}; target >= 0.98)\n",
+        f"the view's work, timed piece by piece (one process, one thread):\n"
+        f"  a rank's step {w['step']:8.1f} us\n"
+        f"  hooks         {w['hooks']:8.2f} us a step (two clock reads, by forward hooks)\n"
+        f"  figures       {w['row']:8.2f} us every {SYNC_STEPS} steps (incl. the RSS read)\n"
+        f"  ranks.json    {w['publish']:8.1f} us every {RANKS_EVERY_S:g} s (rank 0)\n"
+        f"  in all        {100 * share:.2f}% of the time (target <= 2%)\n",
         flush=True,
     )
     if args.micro_only:
         return 0
-    ratios, ons, offs, equal = [], [], [], True
     with tempfile.TemporaryDirectory(prefix="torchdeck-bench-") as tmp:
-        for r in range(args.rounds):
-            # on-off, then off-on: a drift in the machine's load favours neither side
-            first = r % 2 == 0
-            a, ck_a = one_run(args.preset, args.epochs, first, Path(tmp) / f"a{r}")
-            b, ck_b = one_run(args.preset, args.epochs, not first, Path(tmp) / f"b{r}")
-            (on, ck_on), (off, ck_off) = ((a, ck_a), (b, ck_b)) if first else ((b, ck_b), (a, ck_a))
-            same = all(torch.equal(ck_on["model"][k], v) for k, v in ck_off["model"].items())
-            equal = equal and same
-            ons.append(on)
-            offs.append(off)
-            ratios.append(on / off)
-            print(
-                f"round {r + 1}: view on {on:8.1f} samples/s   off {off:8.1f} samples/s   "
-                f"ratio {on / off:.3f}   weights {'equal' if same else 'DIFFER'}",
-                flush=True,
-            )
-    ratio = statistics.median(ratios)
+        tmp = Path(tmp)
+        meta, ck_off = one_run(args.preset, args.epochs, tmp / "off", {"TORCHDECK_RANK_VIEW": "0"})
+        per_epoch = meta["summary"]["steps"] // args.epochs
+        log = tmp / "blocks.jsonl"
+        env = {"TORCHDECK_RANK_VIEW": "blocks",
+               "TORCHDECK_RANK_VIEW_BLOCKS": f"{per_epoch}:{log}"}  # fmt: skip
+        meta_b, ck_b = one_run(args.preset, args.epochs, tmp / "blocks", env)
+        blocks = blocks_of(log)
+    equal = all(torch.equal(ck_b["model"][k], v) for k, v in ck_off["model"].items())
+    pairs = [(a, b) for a, b in zip(blocks[0::2], blocks[1::2], strict=False)][1:]
+    ratios = [(a[1] / b[1]) if a[0] else (b[1] / a[1]) for a, b in pairs]
+    ons = [r for view, r in blocks[2:] if view]
+    offs = [r for view, r in blocks[2:] if not view]
+    # the whole run's on time against its off time: the noise of single blocks averages out
+    total = statistics.mean(ons) / statistics.mean(offs)
     print(
-        f"\n{args.preset}, 2 processes (gloo), {args.epochs} epochs, {args.rounds} rounds\n"
-        f"  view on   median {statistics.median(ons):8.1f} samples/s\n"
-        f"  view off  median {statistics.median(offs):8.1f} samples/s\n"
-        f"  on / off  median {ratio:.3f} (rounds {min(ratios):.3f}-{max(ratios):.3f}; "
-        f"target >= 0.98)\n"
-        f"  final weights bitwise equal: {equal}"
+        f"{args.preset}, 2 processes (gloo), {args.epochs} epochs, {per_epoch} steps an epoch:\n"
+        f"  separate runs: view off {meta['summary']['samples_per_s']:8.1f} samples/s, "
+        f"switched {meta_b['summary']['samples_per_s']:8.1f} samples/s (noise, not the view)\n"
+        f"  one run, the view switched every {per_epoch} steps (an epoch), "
+        f"{len(pairs)} pairs of blocks after the first:\n"
+        f"  view on   median {statistics.median(ons):8.1f} steps/s\n"
+        f"  view off  median {statistics.median(offs):8.1f} steps/s\n"
+        f"  on / off  median {statistics.median(ratios):.3f} "
+        f"(pairs {min(ratios):.3f}-{max(ratios):.3f}; target >= 0.98)\n"
+        f"  on / off  mean throughputs {total:.3f}\n"
+        f"  final weights bitwise equal to the view-off run: {equal}"
     )
     return 0 if equal else 1
 

@@ -124,6 +124,9 @@ def test_killing_one_rank_fails_the_run_and_ends_the_other(tmp_path):
     meta = tomllib.loads((run / "run.toml").read_text())
     assert meta["run"]["status"] == "failed"
     assert meta["summary"]["reason"].startswith("rank 1 was killed (signal 9)"), meta["summary"]
+    # torchrun's own output is kept beside the record, and the message says where
+    assert f"torchrun's output: {run / 'torchrun.log'}" in err, err[-2000:]
+    assert "exitcode" in (run / "torchrun.log").read_text()
     wait_for(lambda: not _alive(pids[0]), 10, "rank 0 to end")  # no rank left hanging
 
 

@@ -34,6 +34,7 @@ from engine.errors import RunDirError, TorchdeckError
 from engine.rundir import RunDir
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+TORCHRUN_LOG = "torchrun.log"  # a failed run's torchrun output (node N > 0: torchrun.nodeN.log)
 
 
 def torchrun_command(job_file: Path, nproc: int, dist_args: dict[str, Any]) -> list[str]:
@@ -211,8 +212,22 @@ def _settle(run: RunDir, returncode: int, stderr: str, reasons: list[str]) -> in
         return 0 if record.status in ("finished", "stopped") else 3
     reason = _summary(stderr, reasons)
     run.mark_failed(reason)
-    print(f"torchdeck: run {run.id} failed: {reason}", file=sys.stderr)
+    print(f"torchdeck: run {run.id} failed: {reason}{_kept(run, stderr)}", file=sys.stderr)
     return 1
+
+
+def _kept(run: RunDir, stderr: str, node_rank: int = 0) -> str:
+    """Keep torchrun's output (every rank's stderr: a native crash's own words are there)
+    in the run folder after a failure; a note naming it, or "" where it cannot be kept."""
+    if not stderr.strip():
+        return ""
+    name = TORCHRUN_LOG.replace(".", f".node{node_rank}.") if node_rank else TORCHRUN_LOG
+    path = run.path / name
+    try:
+        path.write_text(stderr)
+    except OSError:
+        return ""
+    return f" (torchrun's output: {path})"
 
 
 def _settle_other_node(
@@ -223,7 +238,8 @@ def _settle_other_node(
     if returncode == 0:
         return 0
     print(
-        f"torchdeck: run {run.id} failed on node {node_rank}: {_summary(stderr, reasons)}",
+        f"torchdeck: run {run.id} failed on node {node_rank}: {_summary(stderr, reasons)}"
+        f"{_kept(run, stderr, node_rank) if run.path.is_dir() else ''}",
         file=sys.stderr,
     )
     return 1

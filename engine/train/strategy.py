@@ -104,9 +104,14 @@ class DDP:
         self.model = prep.train_model
         self._never = Control()  # nothing arrives here: commands come through `commands`
         self._stop_asked = False  # on rank 0: some rank asked to stop (SIGUSR1)
-        view = os.environ.get("TORCHDECK_RANK_VIEW", "1") != "0"  # 0: the bench's "off"
-        self.meter = RankMeter(prep, ctx) if view else None
-        self._row = ROW if view else 1  # without the view, only the stop request rides along
+        mode = os.environ.get("TORCHDECK_RANK_VIEW", "1")  # the bench's: 0 (off) or blocks
+        self.meter = RankMeter(prep, ctx) if mode != "0" else None
+        self.blocks = None
+        if mode == "blocks":
+            from engine.train.view_blocks import ViewBlocks
+
+            self.blocks = ViewBlocks.from_env(self.meter, ctx.is_main)
+        self._row = ROW if self.meter else 1  # without the view, only the stop request rides
         self.reduce = self._reduce
 
     @staticmethod
@@ -142,14 +147,16 @@ class DDP:
         ctx, n, k = self.ctx, stacked.numel(), self._row
         work = stacked if stacked.dtype in (torch.float32, torch.float64) else stacked.float()
         extra = torch.zeros(ctx.world * k, dtype=work.dtype)
-        row = (self.meter.row() if self.meter else []) + [float(ctx.stop_asked.is_set())]
+        on = self.meter is not None and (self.blocks is None or self.blocks.at_reduce(n))
+        row = self.meter.row() if on else [0.0] * (k - 1)
+        row.append(float(ctx.stop_asked.is_set()))
         extra[ctx.rank * k : (ctx.rank + 1) * k] = torch.tensor(row, dtype=work.dtype)
         both = torch.cat([work, extra.to(work.device)])
         dist.all_reduce(both, op=dist.ReduceOp.SUM)
         if self.is_main:
             rows = both[n:].view(ctx.world, k).tolist()  # the losses' own host sync follows
             self._stop_asked = self._stop_asked or any(r[-1] > 0 for r in rows)
-            if self.meter is not None:
+            if on:
                 self.meter.publish(rows)
         return (both[:n] / ctx.world).to(stacked.dtype)
 
@@ -229,8 +236,18 @@ class RankMeter:
         device = getattr(prep, "device", None)
         if device is not None and torch.device(device).type == "cuda":
             self._cuda = torch.device(device)
-        prep.model.register_forward_pre_hook(self._before)
-        prep.model.register_forward_hook(self._after)
+        self._hooks: list[Any] = []
+        self.attach()
+
+    def attach(self) -> None:
+        model = self.prep.model
+        self._hooks = [model.register_forward_pre_hook(self._before),
+                       model.register_forward_hook(self._after)]  # fmt: skip
+
+    def detach(self) -> None:
+        for hook in self._hooks:
+            hook.remove()
+        self._hooks = []
 
     def _before(self, module: Any, _args: Any) -> None:
         if module.training and torch.is_grad_enabled():
