@@ -416,6 +416,38 @@ async def test_attached_run_shows_its_own_config_in_the_form(tmp_path):
         assert "run 20250101-000000-line" in str(form.border_title)
 
 
+class DigitsRun(FakeEngine):
+    """Attach gives a run of the digits preset at lr 0.05 (the preset says 0.001)."""
+
+    def follow(self, run_dir):
+        handle = super().follow(run_dir)
+        from engine.schema import validate
+
+        config = validate(dict(FAKE_PRESETS["digits"], optim={"name": "adam", "lr": 0.05}))
+        handle._buffer = [ev.RunStarted(**{**dataclasses.asdict(handle._buffer[0]),
+                                           "config": config}), *handle._buffer[1:]]
+        return handle
+
+
+async def test_attached_run_points_the_presets_list_at_its_preset(tmp_path):
+    app, _ = _app(tmp_path, engine=DigitsRun(), attach=str(tmp_path / "runs" / "r1"))
+    async with app.run_test(size=MEDIUM) as pilot:
+        await wait_for(pilot, lambda: app.controller.run_state.state == "finished")
+        pane = app.query_one("PresetsPane")
+        await wait_for(pilot, lambda: pane.current.name == "digits", what="digits highlighted")
+        await pilot.pause()
+        # only shown: the form keeps the run's own values
+        assert app.query_one("#f-lr", Input).value == "0.05"
+        assert "run " in str(app.query_one(ParamsForm).border_title)
+        assert "Digits: a fake classifier" in str(app.query_one("#preset-detail").render())
+        # picking another preset and back loads the presets' own values, as always
+        assert pane.select("line")
+        await wait_for(pilot, lambda: app.query_one(ParamsForm).preset_name == "line")
+        assert pane.select("digits")
+        await wait_for(pilot, lambda: app.query_one("#f-lr", Input).value == "0.001",
+                       what="the digits preset's own lr")
+
+
 class RestartedAtLowerLr(LongRun):
     """The attached run was restarted at lr 0.005: a recorded change at step 0."""
 

@@ -41,7 +41,7 @@ TICK_S = 0.2
 # share of one core the app's drawing may take while a run trains: training runs in another
 # process, so this is only what the app takes from the machine's cores (a CNN's intra-op
 # threads use all of a small machine's), not from the training loop
-REDRAW_BUDGET = 0.05
+REDRAW_BUDGET = 0.03
 SYSTEM_POLL_S = 2.0
 
 

@@ -24,6 +24,7 @@ class PresetsPane(Vertical):
         super().__init__(**kwargs)
         self.presets: list[Any] = []
         self.border_title = "Presets"
+        self._quiet: str | None = None  # a preset highlighted only to be shown
 
     def compose(self) -> ComposeResult:
         yield OptionList(id="preset-list")
@@ -67,11 +68,16 @@ class PresetsPane(Vertical):
             return None
         return self.presets[index]
 
-    def select(self, name: str) -> bool:
+    def select(self, name: str, quiet: bool = False) -> bool:
+        """Highlight preset `name`; `quiet`: only show it (the form is not reloaded: it holds
+        a run started from that preset)."""
         names = [p.name for p in self.presets]
         if name not in names:
             return False
-        self.query_one(OptionList).highlighted = names.index(name)
+        options, index = self.query_one(OptionList), names.index(name)
+        if options.highlighted != index:  # otherwise no highlight event comes
+            self._quiet = name if quiet else None
+            options.highlighted = index
         return True
 
     def on_option_list_option_highlighted(self, event: OptionList.OptionHighlighted) -> None:
@@ -80,7 +86,9 @@ class PresetsPane(Vertical):
         if info is None:
             return
         self.query_one("#preset-detail", Static).update(_detail(info))
-        self.post_message(self.Selected(info))
+        quiet, self._quiet = self._quiet == info.name, None
+        if not quiet:
+            self.post_message(self.Selected(info))
 
 
 def _detail(info: Any) -> Text:

@@ -221,6 +221,7 @@ class MainScreen(Screen):
             self._load_run_config = False
             try:
                 self.form.load(up.started.config, source=f"run {up.started.run_id}")
+                self.presets_pane.select(str(up.started.config.get("name", "")), quiet=True)
             except (KeyError, TypeError, ValueError) as err:  # an older run's partial config
                 self.say(f"cannot show the run's config in the form: {user_message(err)}")
         model = plot.model
