@@ -261,3 +261,18 @@ def test_a_killed_rank_is_named_first_whatever_order_torchrun_saw_the_failures_i
     )
     reason = _summary(stderr, ["rank 0: lost a peer (connection reset by peer)"])
     assert reason.startswith("rank 1 was killed (signal 9); rank 0 exited with code 1; "), reason
+
+
+def test_a_rank_dying_after_the_end_leaves_a_finished_run_finished(tmp_path, capsys):
+    """Rank 0 wrote the end; a rank then died on its way out (an abort in a native library's
+    teardown): the run stays finished, and the output says what happened."""
+    from engine.procs.launch import _settle
+
+    _, _, run_dir = train("kink", tmp_path / "runs", "train.epochs=2")
+    stderr = "terminate called without an active exception\n" \
+        "  [0]:\n    time : x\n    rank : 1 (local_rank: 1)\n    exitcode : -6 (pid: 12)\n"
+    assert _settle(RunDir(run_dir), 1, stderr, []) == 0
+    assert tomllib.loads((run_dir / "run.toml").read_text())["run"]["status"] == "finished"
+    err = capsys.readouterr().err
+    assert "finished, but then rank 1 was killed (signal 6)" in err, err
+    assert "terminate called" in (run_dir / "torchrun.log").read_text()

@@ -156,13 +156,15 @@ def _host() -> str:
 
 
 def _exit(code: int) -> None:
-    """Exit; after a failure at once (a broken process group's teardown can take seconds,
-    and the other nodes wait for this one to end)."""
-    if code:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(code)
-    raise SystemExit(code)
+    """Exit at once, without the interpreter's teardown: after a failure a broken process
+    group's teardown can take seconds (and the other nodes wait for this one); after a
+    clean end (the process group destroyed, the run's files written and closed), the
+    native libraries' static destructors have been seen to abort a finished rank now and
+    then ("terminate called without an active exception", SIGABRT), which would fail a
+    finished run."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 if __name__ == "__main__":

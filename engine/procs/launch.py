@@ -208,6 +208,12 @@ def _summary(stderr: str, reasons: list[str]) -> str:
 
 def _settle(run: RunDir, returncode: int, stderr: str, reasons: list[str]) -> int:
     record = run.record(check_checkpoints=False)
+    if record.status in ("finished", "stopped") and not record.status.live and returncode:
+        # rank 0 wrote the end (last.pt, the summary, the status) before a rank died on its
+        # way out: the run is whole, and stays as it ended
+        print(f"torchdeck: run {run.id} {record.status}, but then {_summary(stderr, reasons)}"
+              f"{_kept(run, stderr)}", file=sys.stderr)  # fmt: skip
+        return 0
     if returncode == 0 and record.status is not None and not record.status.live:
         return 0 if record.status in ("finished", "stopped") else 3
     reason = _summary(stderr, reasons)
