@@ -270,9 +270,12 @@ def test_closing_the_terminal_leaves_the_run_training(tmp_path, reap):
     cmd = f"{exe} --runs-dir {runs} --presets {presets}"
     env = {**os.environ, "TERM": "xterm-256color", "COLUMNS": "100", "LINES": "30",
            "XDG_CONFIG_HOME": str(tmp_path / "config")}
+    # SIGHUP as a terminal leaves it, even where the tests run under nohup (ignored
+    # signals are inherited: the app would then ignore its hangup, as nohup asks)
     term = subprocess.Popen(["script", "-qfc", cmd, "/dev/null"], stdin=subprocess.PIPE,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
-                            start_new_session=True)
+                            start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_DFL))
     try:
         app_pid = None
         deadline = time.monotonic() + 40
